@@ -6,13 +6,16 @@ no mocks of our own modules.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.testing import ServeProcess, start_serve
 from gateway.valkey_server import EmbeddedValkey
 
 
@@ -42,3 +45,31 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def serve_factory(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    started: list[ServeProcess] = []
+
+    def factory(
+        config: dict[str, object] | None = None,
+        extra_args: tuple[str, ...] = (),
+        data_dir: Path | None = None,
+    ) -> ServeProcess:
+        d = data_dir or tmp_path / "data"
+        d.mkdir(exist_ok=True)
+        proc = start_serve(d, config, extra_args)
+        started.append(proc)
+        return proc
+
+    yield factory
+    for proc in started:
+        if proc.process.poll() is None:
+            proc.process.send_signal(signal.SIGTERM)
+            try:
+                proc.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+                proc.process.wait()
+        if proc.process.stdout is not None:
+            proc.process.stdout.close()
