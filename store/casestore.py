@@ -132,6 +132,33 @@ class CaseStore:
         changes += [AddEvent(ticket_id, e) for e in events]
         return await self.apply(Write(tenant=tenant, changes=changes, outbox=list(outbox)))
 
+    async def apply_changes(
+        self,
+        tenant: str,
+        changes: Sequence[TicketChange],
+        *,
+        events: Iterable[tuple[str, TicketEvent]] | Iterable[TicketEvent] = (),
+        outbox: Sequence[Outbound] = (),
+        timers_set: Sequence[TimerSet] = (),
+        timers_cancel: Sequence[str] = (),
+    ) -> WriteResult:
+        """Any list of ticket changes, atomically. Plain ``events`` go to the ticket of the first
+        change; ``(ticket_id, event)`` pairs name their ticket."""
+        all_changes = list(changes)
+        first = next((c.ticket_id for c in changes if hasattr(c, "ticket_id") and c.ticket_id), "")
+        for e in events:
+            tid, event = e if isinstance(e, tuple) else (first, e)
+            all_changes.append(AddEvent(tid, event))
+        return await self.apply(
+            Write(
+                tenant=tenant,
+                changes=all_changes,
+                outbox=list(outbox),
+                timers_set=list(timers_set),
+                timers_cancel=list(timers_cancel),
+            )
+        )
+
     async def append_event(
         self, tenant: str, ticket_id: str, event: TicketEvent, *, outbox: Sequence[Outbound] = ()
     ) -> WriteResult:

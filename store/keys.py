@@ -231,3 +231,15 @@ def supervision_queue(tenant: str) -> str:
 def webhooks(tenant: str) -> str:
     """HASH subscription id -> JSON {url, secret, events}. No TTL: configuration data."""
     return f"{prefix(tenant)}:webhooks"
+
+
+def rate_tat(tenant: str, name: str, subject: str) -> str:
+    """STRING: the "theoretical arrival time" (µs, server clock) of a GCRA rate limit, e.g. the
+    SMS send rate per number. TTL = until the bucket is full again (+1 s)."""
+    return f"{prefix(tenant)}:ratetat:{_safe(name)}:{_safe(subject)}"
+
+
+def index_entered_by(tenant: str, staff_id: str) -> str:
+    """ZSET ticket id -> created-at: tickets a staff member entered on a citizen's behalf (grid
+    workers see these). No TTL: part of the case record, like the other indexes."""
+    return f"{prefix(tenant)}:idx:enteredby:{_safe(staff_id)}"

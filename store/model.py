@@ -257,7 +257,7 @@ def _opt_float(raw: Mapping[str, str], name: str) -> float | None:
     return float(value) if value else None
 
 
-def ticket_from_hash(data: Mapping[bytes, bytes] | Mapping[str, str]) -> Ticket:
+def ticket_from_hash(data: Mapping[Any, Any]) -> Ticket:
     """Decode a ticket hash as read from Redis (bytes or str keys)."""
     raw = {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)

@@ -92,9 +92,10 @@ if spec.create then
   redis.call('EXPIRE', c.seq_key, c.seq_ttl)
   local seq_s = string.format('%04d', seq)
   ticket_id = c.prefix .. '-' .. c.date .. '-' .. seq_s .. '-' .. luhn(c.date .. seq_s)
-  spec = cjson.decode(replace(ARGV[1], spec.ph, ticket_id))
-  state = replace(state, spec.ph, ticket_id)
-  reply = replace(reply, spec.ph, ticket_id)
+  local ph = spec.ph  -- the decoded spec below has the id in its "ph" field too
+  spec = cjson.decode(replace(ARGV[1], ph, ticket_id))
+  state = replace(state, ph, ticket_id)
+  reply = replace(reply, ph, ticket_id)
 end
 
 -- (3) writes -------------------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""Redis state of the email channel: the thread map, IMAP UID state, acknowledgement rate limits
+and unreachable marks from bounces.
+
+- Thread map (``keys.email_thread``): each Message-ID we send -> its ticket id, so a reply that
+  names it in In-Reply-To/References threads to the ticket even with the subject rewritten.
+- IMAP state (``keys.imap_state``): (UIDVALIDITY, last processed UID) per mailbox folder. The
+  poller advances it only after a message was delivered and flagged, so a crash in between
+  re-fetches that message (and the intake's dedupe makes the re-fetch harmless).
+- Acknowledgement limit (``keys.rate``): at most N acknowledgements per sender and fixed hour,
+  so two auto-responders that slipped past the header checks cannot loop for long.
+- Unreachable (``keys.address_state``, field ``unreachable``): set from a permanent DSN; the
+  dispatcher then tries the citizen's other addresses.
+
+Message-IDs are stored without angle brackets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from store import keys
+
+ACK_RATE_NAME = "email-ack"
+
+
+@dataclass(frozen=True, slots=True)
+class ImapFolderState:
+    uidvalidity: int
+    last_uid: int
+
+
+def _usable(message_id: str) -> str | None:
+    mid = message_id.strip().strip("<>").strip()
+    # Ids come from citizens' headers: a brace would break the key's hash tag, and none of ours has one.
+    if not mid or "{" in mid or "}" in mid or len(mid) > 500:
+        return None
+    return mid
+
+
+class MailState:
+    """The email channel's Redis state for one tenant."""
+
+    def __init__(self, redis: aioredis.Redis, tenant: str = "default") -> None:
+        self.redis = redis
+        self.tenant = tenant
+
+    # --- threading ----------------------------------------------------------------------------
+
+    async def remember_thread(self, message_id: str, ticket_id: str) -> None:
+        """Record one of our sent Message-IDs (SendResult.provider_id) as belonging to a ticket."""
+        mid = _usable(message_id)
+        if mid is None:
+            raise ValueError(f"not a usable Message-ID: {message_id!r}")
+        await self.redis.set(keys.email_thread(self.tenant, mid), ticket_id.encode())
+
+    async def ticket_for(self, message_ids: Sequence[str]) -> str | None:
+        """The ticket of the first of ``message_ids`` that is ours (order = caller's preference)."""
+        usable = [m for m in (_usable(x) for x in message_ids) if m is not None][:50]
+        if not usable:
+            return None
+        values = await self.redis.mget([keys.email_thread(self.tenant, m) for m in usable])
+        for value in values:
+            if value is not None:
+                return bytes(value).decode() if isinstance(value, bytes | bytearray) else str(value)
+        return None
+
+    # --- IMAP UID state -------------------------------------------------------------------------
+
+    async def load_imap(self, mailbox: str) -> ImapFolderState | None:
+        raw = await self.redis.hgetall(keys.imap_state(self.tenant, mailbox))
+        if not raw:
+            return None
+        fields = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
+        return ImapFolderState(uidvalidity=int(fields["uidvalidity"]), last_uid=int(fields["last_uid"]))
+
+    async def save_imap(self, mailbox: str, uidvalidity: int, last_uid: int) -> None:
+        await self.redis.hset(
+            keys.imap_state(self.tenant, mailbox),
+            mapping={"uidvalidity": str(uidvalidity), "last_uid": str(last_uid)},
+        )
+
+    # --- acknowledgement rate limit -------------------------------------------------------------
+
+    async def allow_ack(self, sender: str, limit: int = 5, window: int = 3600, now: float = 0.0) -> bool:
+        """Count one acknowledgement to ``sender`` (an address) and say whether it may go out."""
+        current = int((now or time.time()) // window)
+        key = keys.rate(self.tenant, ACK_RATE_NAME, sender.lower(), current)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window + 60)
+            count, _ = await pipe.execute()
+        return int(count) <= limit
+
+    # --- unreachable addresses ------------------------------------------------------------------
+
+    async def mark_unreachable(self, address: str, reason: str) -> None:
+        """Mark a ``mailto:`` address unreachable after a permanent delivery failure."""
+        key = keys.address_state(self.tenant, address)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, "unreachable", reason or "bounce")
+            pipe.expire(key, keys.CONVERSATION_TTL)
+            await pipe.execute()
+
+    async def is_unreachable(self, address: str) -> bool:
+        value = await self.redis.hget(keys.address_state(self.tenant, address), "unreachable")
+        return value is not None
+
+    async def clear_unreachable(self, address: str) -> None:
+        """A new inbound mail from the address proves it works again."""
+        await self.redis.hdel(keys.address_state(self.tenant, address), "unreachable")
