@@ -29,7 +29,8 @@ class AddressError(ValueError):
     """An address string that is not ``scheme:path`` with a known scheme."""
 
 
-ADDRESS_SCHEMES = ("wechat", "tel", "mailto", "staff")
+# ``webhook:<subscription id>`` addresses an outbound webhook subscription (gateway.staff).
+ADDRESS_SCHEMES = ("wechat", "tel", "mailto", "staff", "webhook")
 
 
 def wechat_address(appid: str, openid: str) -> str:
@@ -57,7 +58,7 @@ def address_scheme(address: str) -> str:
     return scheme
 
 
-SCHEME_CHANNEL = {"wechat": "wechat", "tel": "sms", "mailto": "email"}
+SCHEME_CHANNEL = {"wechat": "wechat", "tel": "sms", "mailto": "email", "webhook": "webhook"}
 
 
 def address_channel(address: str) -> str:

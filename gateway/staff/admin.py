@@ -1,0 +1,199 @@
+"""Units, statistics, dead letters, the call-back list and the supervision queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+from gateway.staff import queries, survey
+from gateway.staff.context import StaffContext
+from gateway.staff.errors import ApiError, Field, not_found
+from gateway.staff.routing import Call, Result
+from gateway.staff.tickets_read import ticket_view, visible_ticket
+from store import keys
+from store.model import OPEN_STATUSES, IllegalTransition, TicketEvent
+
+UNIT_ID_RE = re.compile(r"[^{}\s/][^{}/]{0,99}")
+UNIT_CREATE = (
+    Field("name", required=True, min_length=1, max_length=100),
+    Field("id", min_length=1, max_length=100, description="stable id; defaults to the name"),
+)
+UNIT_RENAME = (Field("name", required=True, min_length=1, max_length=100),)
+STATS_QUERY = (
+    Field("from", kind="date", description="first local day (default: 30 days ago)"),
+    Field("to", kind="date", description="last local day (default: today)"),
+    Field("period", enum=("day", "month"), description="grouping of by_period (default day)"),
+)
+MAX_STATS_DAYS = 400
+CHANNELS = ("wechat", "sms", "email", "offline")
+LIST_LIMIT = (Field("limit", kind="integer", minimum=1, maximum=500),)
+CALLBACK_BODY = (
+    Field("reached", kind="boolean", required=True, description="whether the citizen answered the call"),
+    Field("rating", kind="integer", minimum=1, maximum=5, description="the rating given on the phone"),
+    Field("comment", max_length=2000),
+)
+ENTRY_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+async def list_units(ctx: StaffContext, call: Call) -> Result:
+    raw = await ctx.redis.hgetall(keys.units(ctx.tid))
+    units = [{"id": _s(k), **json.loads(v)} for k, v in raw.items()]
+    return 200, {"items": sorted(units, key=lambda u: u["id"])}
+
+
+async def create_unit(ctx: StaffContext, call: Call) -> Result:
+    unit_id = call.body.get("id") or call.body["name"]
+    if not UNIT_ID_RE.fullmatch(unit_id):
+        raise ApiError(
+            400, "invalid_value", "unit id must not contain braces, slashes or start with a space", "id"
+        )
+    record = json.dumps({"name": call.body["name"]}, ensure_ascii=False)
+    if not await ctx.redis.hsetnx(keys.units(ctx.tid), unit_id, record):
+        raise ApiError(409, "exists", f"unit {unit_id!r} exists", "id")
+    return 201, {"id": unit_id, "name": call.body["name"]}
+
+
+async def rename_unit(ctx: StaffContext, call: Call) -> Result:
+    unit_id = call.path["unit_id"]
+    if not UNIT_ID_RE.fullmatch(unit_id) or not await ctx.redis.hexists(keys.units(ctx.tid), unit_id):
+        raise not_found("unit")
+    await ctx.redis.hset(
+        keys.units(ctx.tid), unit_id, json.dumps({"name": call.body["name"]}, ensure_ascii=False)
+    )
+    return 200, {"id": unit_id, "name": call.body["name"]}
+
+
+def _days(ctx: StaffContext, q: dict[str, Any]) -> list[dt.date]:
+    today = dt.datetime.fromtimestamp(ctx.clock(), ctx.tenant.zone).date()
+    last = q.get("to") or today
+    first = q.get("from") or last - dt.timedelta(days=29)
+    if first > last:
+        raise ApiError(400, "invalid_value", "from must not be after to", "from")
+    if (last - first).days >= MAX_STATS_DAYS:
+        raise ApiError(400, "out_of_range", f"at most {MAX_STATS_DAYS} days per query", "from")
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _rate(satisfied: int, rated: int) -> float | None:
+    return round(satisfied / rated, 4) if rated else None
+
+
+async def stats(ctx: StaffContext, call: Call) -> Result:
+    """Totals like the seed article's: received (by channel), resolved, in progress; by period
+    and by unit; satisfaction rate = satisfied ratings / ratings."""
+    days = _days(ctx, call.query)
+    fmt = "%Y-%m" if call.query.get("period") == "month" else "%Y-%m-%d"
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for d in days:
+            pipe.hgetall(keys.counters_day(ctx.tid, d.strftime("%Y%m%d")))
+        rows = await pipe.execute()
+    total: dict[str, int] = {}
+    by_period: dict[str, dict[str, int]] = {}
+    for d, row in zip(days, rows, strict=True):
+        period = by_period.setdefault(d.strftime(fmt), {"received": 0, "resolved": 0})
+        for k, v in row.items():
+            name, n = _s(k), int(v)
+            total[name] = total.get(name, 0) + n
+            if name in period:
+                period[name] += n
+    in_progress = 0
+    for status in OPEN_STATUSES:
+        in_progress += int(await ctx.redis.zcard(keys.index_status(ctx.tid, status)))
+    units = await ctx.redis.hkeys(keys.units(ctx.tid))
+    by_unit = []
+    for u in sorted(_s(x) for x in units):
+        rated, sat = total.get(f"rated:{u}", 0), total.get(f"satisfied:{u}", 0)
+        queue = int(await ctx.redis.zcard(keys.index_unit(ctx.tid, u)))
+        by_unit.append(
+            {
+                "unit": u,
+                "assigned_now": queue,
+                "rated": rated,
+                "satisfied": sat,
+                "satisfaction_rate": _rate(sat, rated),
+            }
+        )
+    return 200, {
+        "from": days[0].isoformat(),
+        "to": days[-1].isoformat(),
+        "received": total.get("received", 0),
+        "by_channel": {c: total.get(f"received:{c}", 0) for c in CHANNELS},
+        "resolved": total.get("resolved", 0),
+        "in_progress": in_progress,
+        "rated": total.get("rated", 0),
+        "satisfaction_rate": _rate(total.get("satisfied", 0), total.get("rated", 0)),
+        "by_period": [{"period": p, **v} for p, v in sorted(by_period.items())],
+        "by_unit": by_unit,
+    }
+
+
+async def dead_letters(ctx: StaffContext, call: Call) -> Result:
+    entries = await ctx.redis.xrevrange(keys.outbox_dead(ctx.tid), count=int(call.query.get("limit", 100)))
+    items = []
+    for entry_id, fields in entries:
+        data = {_s(k): _s(v) for k, v in fields.items()}
+        items.append({"id": _s(entry_id), "fields": data})
+    return 200, {"items": items}
+
+
+async def retry_dead_letter(ctx: StaffContext, call: Call) -> Result:
+    entry_id = call.path["entry_id"]
+    if not ENTRY_ID_RE.fullmatch(entry_id):
+        raise not_found("dead letter")
+    found = await ctx.redis.xrange(keys.outbox_dead(ctx.tid), entry_id, entry_id)
+    if not found:
+        raise not_found("dead letter")
+    fields = {_s(k): _s(v) for k, v in found[0][1].items()}
+    if "outbound" not in fields:
+        raise ApiError(422, "not_retryable", "the dead letter carries no outbound message")
+    async with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.xadd(keys.outbox(ctx.tid), {"outbound": fields["outbound"]})
+        pipe.xdel(keys.outbox_dead(ctx.tid), entry_id)
+        new_id, _ = await pipe.execute()
+    return 200, {"requeued_as": _s(new_id)}
+
+
+async def _queue(ctx: StaffContext, call: Call, key: str) -> list[dict[str, Any]]:
+    limit = int(call.query.get("limit", 100))
+    out = []
+    for member, score in await ctx.redis.zrange(key, 0, limit - 1, withscores=True):
+        ticket = await queries.load_ticket(ctx.redis, ctx.tid, _s(member))
+        if ticket is not None:
+            out.append({"since": score, "ticket": ticket_view(ctx, call.staff, ticket)})
+    return out
+
+
+async def callbacks(ctx: StaffContext, call: Call) -> Result:
+    return 200, {"items": await _queue(ctx, call, keys.callback_list(ctx.tid))}
+
+
+async def record_callback(ctx: StaffContext, call: Call) -> Result:
+    """The outcome of a call-back (回访): a rating given on the phone, or 'not reached'."""
+    ticket = await visible_ticket(ctx, call.staff, call.path["ticket_id"])
+    if await ctx.redis.zscore(keys.callback_list(ctx.tid), ticket["id"]) is None:
+        raise ApiError(409, "not_on_callback_list", f"{ticket['id']} is not on the call-back list")
+    comment = call.body.get("comment", "")
+    if not call.body["reached"]:
+        await queries.mutate(
+            ctx.redis, ctx.tid, ticket["id"],
+            lambda t, n: queries.Change(events=[TicketEvent("callback", call.staff.actor, ctx.clock(), {"reached": False, "comment": comment})]),
+            ctx.clock(),
+        )  # fmt: skip
+        return 200, ticket_view(ctx, call.staff, ticket)
+    if "rating" not in call.body:
+        raise ApiError(400, "missing_field", "rating is required when the citizen was reached", "rating")
+    try:
+        after = await survey.record_rating(ctx, ticket["id"], call.body["rating"], comment, call.staff.actor)
+    except (survey.NotAwaitingRating, IllegalTransition) as exc:
+        raise ApiError(409, "illegal_transition", str(exc)) from None
+    return 200, ticket_view(ctx, call.staff, after)
+
+
+async def supervision(ctx: StaffContext, call: Call) -> Result:
+    return 200, {"items": await _queue(ctx, call, keys.supervision_queue(ctx.tid))}
