@@ -1,0 +1,98 @@
+"""The survey loop (resolve → survey pending → unsatisfied → re-dispatch → flagged after N),
+expiry onto the call-back list, and quiet-hours deferral with a controllable clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from gateway.staff import survey
+from store import keys
+from tests.staff.conftest import ZONE, Api
+
+
+async def conversation_state(api: Api, address: str) -> dict:
+    raw = await api.ctx.redis.hget(keys.conversation("default", address), "state")
+    return json.loads(raw) if raw else {}
+
+
+async def resolve(api: Api, tid: str, unit_member: str) -> None:
+    await api.ok(unit_member, "POST", f"/tickets/{tid}/reply", {"text": "处理中"})
+    await api.ok(unit_member, "POST", f"/tickets/{tid}/resolve", {"resolution": "已处理"})
+
+
+async def test_unsatisfied_redispatches_and_flags_after_two(api: Api) -> None:
+    tid = await api.assigned_ticket("城管局")
+    await resolve(api, tid, "unit")
+    state = await conversation_state(api, "tel:+8613812345678")
+    assert state["pending_survey"] == {"ticket_id": tid, "attempt": 1}
+    assert await api.ctx.redis.zscore(keys.timers("default"), f"survey-expiry:{tid}:1") == api.clock.now + 72 * 3600
+
+    after = await survey.record_rating(api.ctx, tid, 2, "没修好", "citizen:tel:+8613812345678")
+    assert after["status"] == "redispatched" and after["attempt"] == 2
+    assert after["failed_units"] == ["城管局"]
+    assert "pending_survey" not in await conversation_state(api, "tel:+8613812345678")
+    assert await api.ctx.redis.zscore(keys.timers("default"), f"survey-expiry:{tid}:1") is None
+    assert await api.ctx.redis.zscore(keys.supervision_queue("default"), tid) is None
+    assert (await api.ok("dispatcher", "GET", "/tickets?status=redispatched"))["items"][0]["id"] == tid
+
+    await api.ok("dispatcher", "POST", f"/tickets/{tid}/assign", {"unit": "住建局"})
+    await resolve(api, tid, "unit2")
+    after = await survey.record_rating(api.ctx, tid, 1, "还是没修", "citizen:tel:+8613812345678")
+    assert after["attempt"] == 3 and after["failed_units"] == ["城管局", "住建局"]
+    assert await api.ctx.redis.zscore(keys.supervision_queue("default"), tid) is not None
+    queue = await api.ok("supervisor", "GET", "/supervision")
+    assert [i["ticket"]["id"] for i in queue["items"]] == [tid]
+    pushes = [json.loads(f[b"outbound"])["key"] for _, f in await api.ctx.redis.xrange(keys.outbox("default"))]
+    assert pushes.count("status.redispatched") == 2
+
+
+async def test_satisfied_closes_and_counts(api: Api) -> None:
+    tid = await api.assigned_ticket()
+    await resolve(api, tid, "unit")
+    after = await survey.record_rating(api.ctx, tid, 5, "", "citizen")
+    assert after["status"] == "closed"
+    stats = await api.ok("viewer", "GET", "/stats")
+    assert stats["satisfaction_rate"] == 1.0 and stats["resolved"] == 1 and stats["received"] == 1
+    assert stats["by_channel"]["offline"] == 1
+    unit = next(u for u in stats["by_unit"] if u["unit"] == "城管局")
+    assert unit["rated"] == 1 and unit["satisfied"] == 1
+
+
+async def test_expiry_closes_not_rated_and_callback_records_rating(api: Api) -> None:
+    tid = await api.assigned_ticket()
+    await resolve(api, tid, "unit")
+    api.clock.now += 24 * 3600
+    assert await survey.handle_timer(api.ctx, {"kind": survey.TIMER_REMINDER, "ticket_id": tid, "attempt": 1})
+    api.clock.now += 48 * 3600
+    assert await survey.handle_timer(api.ctx, {"kind": survey.TIMER_EXPIRY, "ticket_id": tid, "attempt": 1})
+    detail = await api.ok("dispatcher", "GET", f"/tickets/{tid}")
+    assert detail["status"] == "closed"
+    callbacks = await api.ok("dispatcher", "GET", "/callbacks")
+    assert [c["ticket"]["id"] for c in callbacks["items"]] == [tid]
+    # A second expiry (timer fired twice) changes nothing.
+    assert not await survey.handle_timer(api.ctx, {"kind": survey.TIMER_EXPIRY, "ticket_id": tid, "attempt": 1})
+    view = await api.ok("dispatcher", "POST", f"/callbacks/{tid}", {"reached": True, "rating": 4, "comment": "电话回访满意"})
+    assert view["status"] == "closed" and view["rating"] == 4
+    assert (await api.ok("dispatcher", "GET", "/callbacks"))["items"] == []
+
+
+async def test_quiet_hours_defer_pushes_to_morning(api: Api) -> None:
+    tid = await api.new_ticket()
+    api.clock.now = dt.datetime(2026, 11, 25, 23, 0, tzinfo=ZONE).timestamp()
+    await api.ok("dispatcher", "POST", f"/tickets/{tid}/accept", {})
+    delayed = await api.ctx.redis.zrange(keys.outbox_delayed("default"), 0, -1, withscores=True)
+    assert len(delayed) == 1
+    entry, due = delayed[0]
+    assert json.loads(entry)["key"] == "status.accepted"
+    assert due == dt.datetime(2026, 11, 26, 8, 0, tzinfo=ZONE).timestamp()
+
+
+async def test_citizen_talking_now_is_not_deferred(api: Api) -> None:
+    tid = await api.assigned_ticket()
+    api.clock.now = dt.datetime(2026, 11, 26, 6, 30, tzinfo=ZONE).timestamp()
+    await api.ctx.redis.hset(keys.address_state("default", "tel:+8613812345678"), "last_inbound", api.clock.now - 60)
+    await api.ok("unit", "POST", f"/tickets/{tid}/reply", {"text": "马上处理"})
+    assert await api.ctx.redis.zcard(keys.outbox_delayed("default")) == 0
+    last = (await api.ctx.redis.xrevrange(keys.outbox("default"), count=1))[0][1]
+    assert json.loads(last[b"outbound"])["key"] == "status.replied"
