@@ -213,7 +213,10 @@ async def resolve(ctx: StaffContext, call: Call) -> Result:
 
 async def reopen(ctx: StaffContext, call: Call) -> Result:
     def decide(t: dict[str, Any], n: int, now: float) -> queries.Change:
+        if t["status"] not in (S.RESOLVED, S.CLOSED, S.REJECTED):  # NEW→ACCEPTED is accepting, not reopening
+            raise IllegalTransition(t["id"], S(t["status"]), S.ACCEPTED)
         ch = move(t, S.ACCEPTED, call.staff.actor, now, reason=call.body["reason"])
+        ch.fields["merged_into"] = ""
         ch.extra.append(lambda p: p.zrem(keys.callback_list(ctx.tid), t["id"]))
         return ch
 

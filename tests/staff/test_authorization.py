@@ -149,7 +149,14 @@ async def test_enumerating_ids_reveals_nothing(api: Api) -> None:
 
 
 async def test_gridworker_sees_only_what_they_entered(api: Api) -> None:
-    theirs = (await api.ok("gridworker", "POST", "/tickets", {"description": "信箱来信", "grid": "G-17", "letter_date": "2026-11-20"}))["id"]
+    theirs = (
+        await api.ok(
+            "gridworker",
+            "POST",
+            "/tickets",
+            {"description": "信箱来信", "grid": "G-17", "letter_date": "2026-11-20"},
+        )
+    )["id"]
     other = await api.new_ticket()
     listing = await api.ok("gridworker", "GET", "/tickets")
     assert [t["id"] for t in listing["items"]] == [theirs]

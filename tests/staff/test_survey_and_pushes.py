@@ -26,7 +26,10 @@ async def test_unsatisfied_redispatches_and_flags_after_two(api: Api) -> None:
     await resolve(api, tid, "unit")
     state = await conversation_state(api, "tel:+8613812345678")
     assert state["pending_survey"] == {"ticket_id": tid, "attempt": 1}
-    assert await api.ctx.redis.zscore(keys.timers("default"), f"survey-expiry:{tid}:1") == api.clock.now + 72 * 3600
+    assert (
+        await api.ctx.redis.zscore(keys.timers("default"), f"survey-expiry:{tid}:1")
+        == api.clock.now + 72 * 3600
+    )
 
     after = await survey.record_rating(api.ctx, tid, 2, "没修好", "citizen:tel:+8613812345678")
     assert after["status"] == "redispatched" and after["attempt"] == 2
@@ -43,7 +46,9 @@ async def test_unsatisfied_redispatches_and_flags_after_two(api: Api) -> None:
     assert await api.ctx.redis.zscore(keys.supervision_queue("default"), tid) is not None
     queue = await api.ok("supervisor", "GET", "/supervision")
     assert [i["ticket"]["id"] for i in queue["items"]] == [tid]
-    pushes = [json.loads(f[b"outbound"])["key"] for _, f in await api.ctx.redis.xrange(keys.outbox("default"))]
+    pushes = [
+        json.loads(f[b"outbound"])["key"] for _, f in await api.ctx.redis.xrange(keys.outbox("default"))
+    ]
     assert pushes.count("status.redispatched") == 2
 
 
@@ -71,8 +76,12 @@ async def test_expiry_closes_not_rated_and_callback_records_rating(api: Api) -> 
     callbacks = await api.ok("dispatcher", "GET", "/callbacks")
     assert [c["ticket"]["id"] for c in callbacks["items"]] == [tid]
     # A second expiry (timer fired twice) changes nothing.
-    assert not await survey.handle_timer(api.ctx, {"kind": survey.TIMER_EXPIRY, "ticket_id": tid, "attempt": 1})
-    view = await api.ok("dispatcher", "POST", f"/callbacks/{tid}", {"reached": True, "rating": 4, "comment": "电话回访满意"})
+    assert not await survey.handle_timer(
+        api.ctx, {"kind": survey.TIMER_EXPIRY, "ticket_id": tid, "attempt": 1}
+    )
+    view = await api.ok(
+        "dispatcher", "POST", f"/callbacks/{tid}", {"reached": True, "rating": 4, "comment": "电话回访满意"}
+    )
     assert view["status"] == "closed" and view["rating"] == 4
     assert (await api.ok("dispatcher", "GET", "/callbacks"))["items"] == []
 
@@ -91,7 +100,9 @@ async def test_quiet_hours_defer_pushes_to_morning(api: Api) -> None:
 async def test_citizen_talking_now_is_not_deferred(api: Api) -> None:
     tid = await api.assigned_ticket()
     api.clock.now = dt.datetime(2026, 11, 26, 6, 30, tzinfo=ZONE).timestamp()
-    await api.ctx.redis.hset(keys.address_state("default", "tel:+8613812345678"), "last_inbound", api.clock.now - 60)
+    await api.ctx.redis.hset(
+        keys.address_state("default", "tel:+8613812345678"), "last_inbound", api.clock.now - 60
+    )
     await api.ok("unit", "POST", f"/tickets/{tid}/reply", {"text": "马上处理"})
     assert await api.ctx.redis.zcard(keys.outbox_delayed("default")) == 0
     last = (await api.ctx.redis.xrevrange(keys.outbox("default"), count=1))[0][1]
