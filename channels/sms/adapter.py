@@ -74,7 +74,7 @@ def build_provider(
     if settings.provider == "aliyun" and settings.aliyun is not None:
         from channels.sms.providers.aliyun import AliyunProvider
 
-        return AliyunProvider(settings.aliyun, settings.default_region, session)
+        return AliyunProvider(settings.aliyun, settings.numbers[0], settings.default_region, session)
     raise ValueError(f"sms.provider {settings.provider!r} has no settings")
 
 
