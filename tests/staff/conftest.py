@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +100,7 @@ async def api(redis_client: aioredis.Redis) -> AsyncIterator[Api]:
         result.tokens[who] = token
         result.staff[who] = staff
     for unit in ("城管局", "住建局"):
-        await redis_client.hset(keys.units("default"), unit, '{"name": "%s"}' % unit)
+        await redis_client.hset(keys.units("default"), unit, json.dumps({"name": unit}))
     try:
         yield result
     finally:

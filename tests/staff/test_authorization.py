@@ -138,7 +138,7 @@ async def test_enumerating_ids_reveals_nothing(api: Api) -> None:
     listing = await api.ok("unit", "GET", "/tickets")
     assert listing["items"] == []
     bodies = set()
-    for tid in tids + [tids[0].replace("-0001-", "-0042-")]:
+    for tid in [*tids, tids[0].replace("-0001-", "-0042-")]:
         status, data = await api.call("unit", "GET", f"/tickets/{tid}")
         assert status == 404
         bodies.add(str(data))
