@@ -46,7 +46,7 @@ from channels.sms.segments import count_segments
 from channels.sms.settings import SmsSettings
 from channels.sms.state import Flood, SmsState
 
-FLOOD_KEY = "sms_flood_wait"  # catalogue key of the "please wait" answer
+FLOOD_KEY = "flood_wait"  # catalogue key of the "please wait" answer
 
 # Looks up the SMS text of a catalogue key in the tenant's language (the gateway supplies it;
 # citizen-facing words live only in the catalogue).

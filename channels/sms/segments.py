@@ -8,6 +8,8 @@ A part never splits an escape sequence or a surrogate pair, so counting is done 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
@@ -38,3 +40,27 @@ def count_segments(text: str) -> tuple[str, int]:
             used = 0
         used += size
     return encoding, segments
+
+
+def fit_params(
+    render: Callable[[Mapping[str, str]], str],
+    params: Mapping[str, str],
+    free_text: Iterable[str],
+    max_segments: int = 2,
+) -> dict[str, str]:
+    """Shorten the free-text parameters (a unit's answer, a reason …), longest first and ending
+    in "…", until ``render(params)`` fits in ``max_segments``. Structured parameters (ticket id,
+    query code) are never cut: a truncated id is worse than a longer message."""
+    values = dict(params)
+    names = [n for n in free_text if n in values]
+    while True:
+        encoding, segments = count_segments(render(values))
+        if segments <= max_segments or not names:
+            return values
+        longest = max(names, key=lambda n: len(values[n]))
+        text = values[longest].removesuffix("…")
+        if len(text) <= 1:
+            return values
+        single, part = (160, 153) if encoding == GSM7 else (70, 67)
+        over = max(1, len(render(values)) - (part * max_segments if max_segments > 1 else single))
+        values[longest] = text[: max(1, len(text) - over - 1)] + "…"
