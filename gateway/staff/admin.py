@@ -134,7 +134,9 @@ async def stats(ctx: StaffContext, call: Call) -> Result:
 
 
 async def dead_letters(ctx: StaffContext, call: Call) -> Result:
-    entries = await ctx.redis.xrevrange(keys.outbox_dead(ctx.tid), count=int(call.query.get("limit", 100)))
+    entries: Any = await ctx.redis.xrevrange(
+        keys.outbox_dead(ctx.tid), count=int(call.query.get("limit", 100))
+    )
     items = []
     for entry_id, fields in entries:
         data = {_s(k): _s(v) for k, v in fields.items()}
@@ -146,7 +148,7 @@ async def retry_dead_letter(ctx: StaffContext, call: Call) -> Result:
     entry_id = call.path["entry_id"]
     if not ENTRY_ID_RE.fullmatch(entry_id):
         raise not_found("dead letter")
-    found = await ctx.redis.xrange(keys.outbox_dead(ctx.tid), entry_id, entry_id)
+    found: Any = await ctx.redis.xrange(keys.outbox_dead(ctx.tid), entry_id, entry_id)
     if not found:
         raise not_found("dead letter")
     fields = {_s(k): _s(v) for k, v in found[0][1].items()}
@@ -162,7 +164,8 @@ async def retry_dead_letter(ctx: StaffContext, call: Call) -> Result:
 async def _queue(ctx: StaffContext, call: Call, key: str) -> list[dict[str, Any]]:
     limit = int(call.query.get("limit", 100))
     out = []
-    for member, score in await ctx.redis.zrange(key, 0, limit - 1, withscores=True):
+    members: Any = await ctx.redis.zrange(key, 0, limit - 1, withscores=True)
+    for member, score in members:
         ticket = await queries.load_ticket(ctx.redis, ctx.tid, _s(member))
         if ticket is not None:
             out.append({"since": score, "ticket": ticket_view(ctx, call.staff, ticket)})

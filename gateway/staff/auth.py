@@ -12,6 +12,7 @@ import enum
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -62,13 +63,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _decode(value: bytes | str | None) -> str:
+def _decode(value: Any) -> str:
     if value is None:
         return ""
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _staff_from_hash(staff_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Staff:
+def _staff_from_hash(staff_id: str, raw: dict[Any, Any]) -> Staff:
     data = {_decode(k): _decode(v) for k, v in raw.items()}
     return Staff(
         id=staff_id,

@@ -52,8 +52,8 @@ def decode_ticket(raw: dict[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def encode_fields(fields: dict[str, Any]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
     for name, value in fields.items():
         if name in JSON_FIELDS:
             out[name] = json.dumps(value, ensure_ascii=False)
@@ -112,7 +112,7 @@ class Change:
     outbounds: list[Outbound] = field(default_factory=list)
     timers: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     cancel_timers: list[str] = field(default_factory=list)
-    extra: list[Callable[[Pipeline], None]] = field(default_factory=list)
+    extra: list[Callable[[Pipeline], object]] = field(default_factory=list)
     result: Any = None
 
 
@@ -191,7 +191,7 @@ async def mutate(
                 change = decide(ticket, int(n_events))
                 subs = [_s(s) for s in await pipe.hkeys(keys.webhooks(tenant))]
                 change.outbounds += event_outbounds(tenant, ticket_id, int(n_events), change.events, subs)
-                pipe.multi()
+                pipe.multi()  # type: ignore[no-untyped-call]
                 _apply(pipe, tenant, ticket, change, now)
                 await pipe.execute()
             except WatchError:
@@ -287,8 +287,8 @@ async def patch_conversation(
                 state.update(set_keys)
                 for name in drop_keys:
                     state.pop(name, None)
-                pipe.multi()
-                pipe.hset(ckey, mapping={"state": json.dumps(state, ensure_ascii=False)})
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.hset(ckey, "state", json.dumps(state, ensure_ascii=False))
                 pipe.hincrby(ckey, "version", 1)
                 pipe.expire(ckey, keys.CONVERSATION_TTL)
                 await pipe.execute()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from channels.base import Purpose
 from gateway.staff import pushes, queries
 from gateway.staff.context import StaffContext
 from store import keys
@@ -47,7 +48,7 @@ def start(ctx: StaffContext, ticket: dict[str, Any], change: queries.Change, n: 
     change.outbounds.append(
         pushes.build_push(
             tenant=ctx.tid, ticket=ticket, recipient=recipient, key="survey.ask", params={},
-            cause=f"{n}:survey", purpose=pushes.Purpose.SURVEY,
+            cause=f"{n}:survey", purpose=Purpose.SURVEY,
         )
     )  # fmt: skip
     reminder_id, expiry_id = timer_ids(ticket["id"], attempt)
@@ -181,7 +182,7 @@ async def _remind(ctx: StaffContext, tid: str, now: float) -> bool:
             ch.outbounds.append(
                 pushes.build_push(
                     tenant=ctx.tid, ticket=t, recipient=recipient, key="survey.reminder", params={},
-                    cause=f"{n}:survey-reminder", purpose=pushes.Purpose.REMINDER,
+                    cause=f"{n}:survey-reminder", purpose=Purpose.REMINDER,
                 )
             )  # fmt: skip
         ch.events.append(TicketEvent("survey_reminder", "system", now, {}))

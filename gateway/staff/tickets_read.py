@@ -145,10 +145,11 @@ async def page(ctx: StaffContext, staff: Staff, index: str | None, q: dict[str, 
     if "cursor" in q:
         after = decode_cursor(q["cursor"])
         top = after[0]
-    looked, last = 0, None
+    looked = 0
+    last: tuple[float, str] | None = None
     while len(items) < limit and looked < SCAN_BUDGET:
-        batch = await ctx.redis.zrevrangebyscore(index, top, "-inf", start=0, num=200, withscores=True)
-        batch = [(m.decode(), s) for m, s in batch]
+        raw: Any = await ctx.redis.zrevrangebyscore(index, top, "-inf", start=0, num=200, withscores=True)
+        batch: list[tuple[str, float]] = [(m.decode(), float(s)) for m, s in raw]
         if after is not None:
             batch = [(m, s) for m, s in batch if s < after[0] or m < after[1]]
         if not batch:
@@ -162,6 +163,7 @@ async def page(ctx: StaffContext, staff: Staff, index: str | None, q: dict[str, 
                 items.append(ticket_view(ctx, staff, ticket))
                 if len(items) >= limit:
                     break
+        assert last is not None  # the batch was not empty
         after, top = last, last[0]
     cursor = encode_cursor(*last) if last is not None else None
     return {"items": items, "next_cursor": cursor}
