@@ -275,3 +275,15 @@ def test_backoff_is_capped() -> None:
     rng = random.Random(1)
     assert all(backoff_delay(n, s, rng) <= 60.0 for n in range(1, 40))
     assert backoff_delay(1, s, rng, retry_after=30.0) >= 30.0
+
+
+async def test_run_loop_sends_until_stopped(redis_client: aioredis.Redis) -> None:
+    sms = StandInAdapter("sms", notify_after=3)
+    d = Dispatcher(redis_client, [T], {"sms": sms}, render, DispatchSettings(block_ms=50))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(d.run(stop))
+    await Outbox(redis_client).enqueue(T, [ob("a"), ob("b"), ob("c")])
+    await asyncio.wait_for(sms.reached.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(runner, 5)
+    assert sorted(s[0] for s in sms.sent) == ["a", "b", "c"]

@@ -248,3 +248,13 @@ async def test_paging_newest_first_with_ties(store: CaseStore, clock: FakeTime) 
     assert by_citizen == expected and nxt is None
     window, _ = await store.list_tickets("default", since=1795572002.0, until=1795572003.0, limit=50)
     assert sorted(window) == sorted(made[6:12])
+
+
+async def test_lua_ids_past_four_digits_parse_in_python(
+    store: CaseStore, redis_client: aioredis.Redis
+) -> None:
+    # The id is drawn and check-digited in Lua; Python's parser must accept every one of them.
+    await redis_client.set(keys.ticket_seq("default", "261125"), 9995)
+    made = [await store.create_ticket("default", new()) for _ in range(10)]
+    assert [parse_ticket_id(t) for t in made] == made
+    assert made[3].startswith("SN-261125-9999-") and made[4].startswith("SN-261125-10000-")
