@@ -199,3 +199,21 @@ async def start_fake(fake: FakeWeChat, host: str = "127.0.0.1", port: int = 0) -
     assert server is not None and server.sockets  # type: ignore[attr-defined]
     bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     return runner, f"http://{host}:{bound}"
+
+
+SANDBOX_SENT = Path("sandbox") / "wechat-sent.jsonl"
+SANDBOX_URL_FILE = Path("sandbox") / "wechat-api.url"
+
+
+async def start_sandbox_fake(
+    data_dir: Path, accounts: dict[str, str], host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str, FakeWeChat]:
+    """The fake as ``serve --sandbox`` runs it: recording to ``<data-dir>/sandbox/wechat-sent.jsonl``
+    and writing its base URL to ``<data-dir>/sandbox/wechat-api.url`` so CLI commands
+    (``sulai wechat qrcode``/``menu``) find it."""
+    fake = FakeWeChat(accounts, sent_log=data_dir / SANDBOX_SENT)
+    runner, base_url = await start_fake(fake, host, port)
+    url_file = data_dir / SANDBOX_URL_FILE
+    url_file.parent.mkdir(parents=True, exist_ok=True)
+    url_file.write_text(base_url + "\n", encoding="utf-8")
+    return runner, base_url, fake
