@@ -14,6 +14,8 @@ from gateway.staff.routing import Call, Result
 from gateway.staff.tickets_read import ticket_view, visible_ticket
 from store import keys
 from store.model import OPEN_STATUSES, IllegalTransition, TicketEvent
+from store.outbox import Outbox
+from store.outbox_codec import outbound_to_json
 
 UNIT_ID_RE = re.compile(r"[^{}\s/][^{}/]{0,99}")
 UNIT_CREATE = (
@@ -134,31 +136,25 @@ async def stats(ctx: StaffContext, call: Call) -> Result:
 
 
 async def dead_letters(ctx: StaffContext, call: Call) -> Result:
-    entries: Any = await ctx.redis.xrevrange(
-        keys.outbox_dead(ctx.tid), count=int(call.query.get("limit", 100))
-    )
-    items = []
-    for entry_id, fields in entries:
-        data = {_s(k): _s(v) for k, v in fields.items()}
-        items.append({"id": _s(entry_id), "fields": data})
-    return 200, {"items": items}
+    letters, cursor = await Outbox(ctx.redis).dead_letters(ctx.tid, limit=int(call.query.get("limit", 100)))
+    items = [
+        {
+            "id": d.entry_id,
+            "why": d.why,
+            "at": d.at,
+            "attempts": d.envelope.attempts,
+            "outbound": outbound_to_json(d.envelope.outbound),
+        }
+        for d in letters
+    ]
+    return 200, {"items": items, "next_cursor": cursor}
 
 
 async def retry_dead_letter(ctx: StaffContext, call: Call) -> Result:
     entry_id = call.path["entry_id"]
-    if not ENTRY_ID_RE.fullmatch(entry_id):
+    if not ENTRY_ID_RE.fullmatch(entry_id) or not await Outbox(ctx.redis).retry_dead(ctx.tid, entry_id):
         raise not_found("dead letter")
-    found: Any = await ctx.redis.xrange(keys.outbox_dead(ctx.tid), entry_id, entry_id)
-    if not found:
-        raise not_found("dead letter")
-    fields = {_s(k): _s(v) for k, v in found[0][1].items()}
-    if "outbound" not in fields:
-        raise ApiError(422, "not_retryable", "the dead letter carries no outbound message")
-    async with ctx.redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.outbox(ctx.tid), {"outbound": fields["outbound"]})
-        pipe.xdel(keys.outbox_dead(ctx.tid), entry_id)
-        new_id, _ = await pipe.execute()
-    return 200, {"requeued_as": _s(new_id)}
+    return 200, {"id": entry_id, "requeued": True}
 
 
 async def _queue(ctx: StaffContext, call: Call, key: str) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from redis.exceptions import WatchError
 from channels.base import Outbound, Purpose, address_channel
 from store import keys
 from store.model import TicketEvent, TicketStatus
+from store.outbox_codec import Envelope
 from store.ticketid import format_ticket_id, new_query_code
 
 JSON_FIELDS = frozenset({"addresses", "attachments", "failed_units", "provenance", "links"})
@@ -64,25 +65,6 @@ def encode_fields(fields: dict[str, Any]) -> dict[Any, Any]:
     return out
 
 
-def outbound_json(o: Outbound) -> str:
-    """The outbox entry form of an Outbound (the dispatcher decodes the same shape)."""
-    return json.dumps(
-        {
-            "id": o.id,
-            "tenant": o.tenant,
-            "recipient": o.recipient,
-            "purpose": str(o.purpose),
-            "key": o.key,
-            "params": dict(o.params),
-            "ticket_id": o.ticket_id,
-            "not_before": o.not_before,
-            "language": o.language,
-            "attrs": dict(o.attrs),
-        },
-        ensure_ascii=False,
-    )
-
-
 def event_outbounds(
     tenant: str, ticket_id: str, first_index: int, events: Sequence[TicketEvent], subs: Iterable[str]
 ) -> list[Outbound]:
@@ -117,7 +99,9 @@ class Change:
 
 
 def queue_outbound(pipe: Pipeline, tenant: str, o: Outbound, now: float) -> None:
-    entry = outbound_json(o)
+    """Queue in the store's outbox format (store.outbox_codec.Envelope in stream field ``o``;
+    the same envelope is the member of the delayed ZSET while quiet hours hold it back)."""
+    entry = Envelope(o).to_json()
     pipe.hset(
         keys.outbound_record(tenant, o.id),
         mapping={"status": "queued", "ticket_id": o.ticket_id or "", "purpose": str(o.purpose)},
@@ -126,7 +110,7 @@ def queue_outbound(pipe: Pipeline, tenant: str, o: Outbound, now: float) -> None
     if o.not_before > now:
         pipe.zadd(keys.outbox_delayed(tenant), {entry: o.not_before})
     else:
-        pipe.xadd(keys.outbox(tenant), {"outbound": entry})
+        pipe.xadd(keys.outbox(tenant), {"o": entry})
 
 
 def set_timer(pipe: Pipeline, tenant: str, timer_id: str, due: float, payload: dict[str, Any]) -> None:

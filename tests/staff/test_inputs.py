@@ -136,3 +136,29 @@ async def test_every_route_is_in_the_openapi_document(api: Api) -> None:
     assert {(s.method, s.full_path) for s in ROUTES} <= documented
     reject = doc["paths"]["/api/v1/tickets/{ticket_id}/reject"]["post"]
     assert reject["requestBody"]["content"]["application/json"]["schema"]["required"] == ["reason"]
+
+
+async def test_dead_letter_list_and_retry(api: Api) -> None:
+    from channels.base import Outbound, Purpose
+    from store.outbox_codec import Envelope
+
+    ob = Outbound(
+        id="SN-x:1",
+        tenant="default",
+        recipient="tel:+8613812345678",
+        purpose=Purpose.STATUS,
+        key="status.accepted",
+    )
+    entry_id = await api.ctx.redis.xadd(
+        keys.outbox_dead("default"),
+        {"o": Envelope(ob, attempts=8, why="temporary").to_json(), "why": "temporary", "at": "1"},
+    )
+    listing = await api.ok("dispatcher", "GET", "/dead-letters")
+    assert [(i["id"], i["outbound"]["id"], i["attempts"]) for i in listing["items"]] == [
+        (entry_id.decode(), "SN-x:1", 8)
+    ]
+    await api.ok("dispatcher", "POST", f"/dead-letters/{entry_id.decode()}/retry", {})
+    assert await api.ctx.redis.xlen(keys.outbox_dead("default")) == 0
+    ((_, fields),) = await api.ctx.redis.xrange(keys.outbox("default"))
+    assert Envelope.from_json(fields[b"o"]).outbound.id == "SN-x:1"
+    assert (await api.call("dispatcher", "POST", f"/dead-letters/{entry_id.decode()}/retry", {}))[0] == 404

@@ -3,15 +3,14 @@ timeline names every actor and the citizen's pushes are queued in the outbox."""
 
 from __future__ import annotations
 
-import json
-
 from store import keys
+from store.outbox_codec import Envelope
 from tests.staff.conftest import Api
 
 
 async def outbox_keys(api: Api) -> list[str]:
     entries = await api.ctx.redis.xrange(keys.outbox("default"))
-    return [json.loads(f[b"outbound"])["key"] for _, f in entries]
+    return [Envelope.from_json(f[b"o"]).outbound.key for _, f in entries]
 
 
 async def test_life_of_a_ticket(api: Api) -> None:

@@ -8,6 +8,7 @@ import json
 
 from gateway.staff import survey
 from store import keys
+from store.outbox_codec import Envelope
 from tests.staff.conftest import ZONE, Api
 
 
@@ -47,7 +48,8 @@ async def test_unsatisfied_redispatches_and_flags_after_two(api: Api) -> None:
     queue = await api.ok("supervisor", "GET", "/supervision")
     assert [i["ticket"]["id"] for i in queue["items"]] == [tid]
     pushes = [
-        json.loads(f[b"outbound"])["key"] for _, f in await api.ctx.redis.xrange(keys.outbox("default"))
+        Envelope.from_json(f[b"o"]).outbound.key
+        for _, f in await api.ctx.redis.xrange(keys.outbox("default"))
     ]
     assert pushes.count("status.redispatched") == 2
 
@@ -93,7 +95,7 @@ async def test_quiet_hours_defer_pushes_to_morning(api: Api) -> None:
     delayed = await api.ctx.redis.zrange(keys.outbox_delayed("default"), 0, -1, withscores=True)
     assert len(delayed) == 1
     entry, due = delayed[0]
-    assert json.loads(entry)["key"] == "status.accepted"
+    assert Envelope.from_json(entry).outbound.key == "status.accepted"
     assert due == dt.datetime(2026, 11, 26, 8, 0, tzinfo=ZONE).timestamp()
 
 
@@ -106,4 +108,4 @@ async def test_citizen_talking_now_is_not_deferred(api: Api) -> None:
     await api.ok("unit", "POST", f"/tickets/{tid}/reply", {"text": "马上处理"})
     assert await api.ctx.redis.zcard(keys.outbox_delayed("default")) == 0
     last = (await api.ctx.redis.xrevrange(keys.outbox("default"), count=1))[0][1]
-    assert json.loads(last[b"outbound"])["key"] == "status.replied"
+    assert Envelope.from_json(last[b"o"]).outbound.key == "status.replied"
