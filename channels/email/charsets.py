@@ -50,7 +50,15 @@ def codec_for(label: str | None) -> str | None:
 def decode_bytes(data: bytes, label: str | None) -> tuple[str, bool]:
     """Decode ``data``; returns (text, clean). ``clean`` is False when the label was wrong or
     missing and a fallback or replacement characters were needed."""
-    first = codec_for(label)
+    # No label means US-ASCII (RFC 2045), which our map reads as UTF-8.
+    first = codec_for(label or "us-ascii")
+    if first not in (None, "utf-8") and not data.isascii():
+        # Valid multi-byte UTF-8 is vanishingly unlikely in real GBK/Big5 text, while clients
+        # that label UTF-8 as gb2312 are common; gb18030 would decode it "cleanly" as mojibake.
+        try:
+            return data.decode("utf-8"), False
+        except UnicodeDecodeError:
+            pass
     tried: list[str] = []
     for codec in (first, "utf-8", "gb18030"):
         if codec is None or codec in tried:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import hashlib
+import mimetypes
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -162,7 +163,9 @@ def _attachment_parts(
         else:
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
-        filename = filename or f"attachment-{len(parts) + len(dropped) + 1}"
+        filename = (
+            filename or f"attachment-{len(parts) + len(dropped) + 1}{mimetypes.guess_extension(ctype) or ''}"
+        )
         ext = filename.rpartition(".")[2].lower() if "." in filename else ""
         if len(parts) >= settings.max_attachments:
             dropped.append(f"{filename} (count)")
@@ -183,11 +186,29 @@ def _filename(part: Message) -> str:
     return re.sub(r"[\x00-\x1f/\\]", "_", name).strip()[:200]
 
 
+def _parse(raw: bytes) -> tuple[Message, bool]:
+    """The parsed mail; a multipart whose declared boundary never occurs is re-read with the
+    boundary its body actually uses (a damage some bulk mailers produce). True when repaired."""
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    if msg.get_content_maintype() != "multipart" or msg.is_multipart():
+        return msg, False
+    payload = msg.get_payload()
+    found = re.search(r"^--([^\s-][^\r\n]*?)(--)?\s*$", payload if isinstance(payload, str) else "", re.M)
+    head, sep, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
+    if found is None or not sep:
+        return msg, False
+    boundary = found.group(1).encode("ascii", "replace")
+    fixed = re.sub(
+        rb'boundary\s*=\s*("[^"]*"|[^;\s]+)', b'boundary="' + boundary + b'"', head, count=1, flags=re.I
+    )
+    return email.message_from_bytes(fixed + sep + body, policy=policy.default), True
+
+
 def analyse(
     raw: bytes, settings: EmailSettings, *, envelope_sender: str | None = None, prefix: str | None = None
 ) -> MailFacts:
     """Read one mail; pure (no I/O, no clock)."""
-    msg = email.message_from_bytes(raw, policy=policy.default)
+    msg, repaired = _parse(raw)
     sender, from_name = _sender(msg, envelope_sender)
     subject = header_decoded(msg, "Subject")
     message_id = (message_ids(header_decoded(msg, "Message-ID")) or [""])[0]
@@ -222,6 +243,8 @@ def analyse(
             "size": str(len(raw)),
         }
     )
+    if repaired:
+        attrs["mime_repaired"] = "1"
     if attrs["thread_ticket_id"]:
         attrs["thread_source"] = "subject"
     if dropped:
