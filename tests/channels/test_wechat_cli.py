@@ -228,3 +228,38 @@ async def test_simulate_text(
         await adapter.close()
         await fake_runner.cleanup()
     assert capsys.readouterr().out.strip() == "echo:路灯坏了"
+
+
+async def test_simulator_redelivers_when_no_answer_in_time(tmp_path: Path) -> None:
+    """WeChat re-sends a push it got no answer to within 5 s; the simulator does the same
+    (here with a 0.3 s deadline), sending the identical signed request again."""
+    seen: list[tuple[str, bytes]] = []
+
+    async def slow_first(request: web.Request) -> web.Response:
+        seen.append((request.query_string, await request.read()))
+        if len(seen) == 1:
+            await asyncio.sleep(1.0)
+        return web.Response(text="success")
+
+    app = web.Application()
+    app.router.add_post("/wechat/sandbox", slow_first)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    from channels.wechat.simulator import WeChatSimulator
+
+    sim = WeChatSimulator(
+        f"http://127.0.0.1:{port}/wechat/sandbox",
+        token="sandbox",
+        appid=SANDBOX_APPID,
+        account_id="gh_sandbox",
+        retry_after_s=0.3,
+    )
+    try:
+        reply = await sim.push(sim.text("o123", "路灯坏了"))
+    finally:
+        await runner.cleanup()
+    assert reply.status == 200 and reply.text is None and reply.attempts == 2
+    assert len(seen) == 2 and seen[0] == seen[1]

@@ -372,3 +372,18 @@ async def test_unknown_path_is_404(kit: Kit) -> None:
     with pytest.raises(WebhookRejected) as err:
         await kit.adapter.parse_webhook(Route("POST", "/wechat/nope", "n"), req)
     assert err.value.status == 404
+
+
+async def test_contract_and_secrets_stay_out_of_logs(kit: Kit, caplog: pytest.LogCaptureFixture) -> None:
+    from channels.base import verify_adapter
+
+    verify_adapter(kit.adapter)
+    caplog.set_level("DEBUG")
+    for mode in MODES:
+        await kit.push(mode, fixture("image_media_expired.xml"))  # logs a warning about the media
+        query, _ = kit.simulator(mode).sign("<xml><FromUserName>o</FromUserName></xml>")
+        with pytest.raises(WebhookRejected):
+            await kit.post(mode, query, fixture("malformed.xml").encode())
+    secrets = list(kit.adapter.secrets())
+    assert len(secrets) == 3 * 2 + 2 + 1  # secret + token each; the compat key; the safe pair
+    assert caplog.records and not any(s in caplog.text for s in secrets)
