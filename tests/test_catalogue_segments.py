@@ -8,6 +8,7 @@ requires that at least 20 characters of each survive, so the text still says som
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,7 @@ def test_sms_rendering_fits_two_segments(lang: str, key: str) -> None:
     names = CATALOGUE.params_of(key, lang)
     params = {n: REALISTIC.get(n) or FREE_TEXT.get(n) or SAMPLE_PARAMS.get(n) or "x" * 20 for n in names}
 
-    def render(values: dict[str, str]) -> str:
+    def render(values: Mapping[str, str]) -> str:
         return CATALOGUE.render(key, values, lang, variant="sms")
 
     fitted = fit_params(render, params, FREE_TEXT)

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -51,7 +52,7 @@ class FakeAliyun:
         self.sign_name = sign_name
         self.templates = templates
         self.record_path = record_path
-        self.sent: list[dict[str, str]] = []
+        self.sent: list[dict[str, Any]] = []
         self.requests = 0
         self.base_url = ""
         self._errors: dict[str, list[str]] = {}

@@ -8,7 +8,7 @@ real HTTP.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,7 +159,7 @@ def full_width(text: str) -> str:
     return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text)
 
 
-VARIANTS = {
+VARIANTS: dict[str, Callable[[str], str]] = {
     "upper": str.upper,
     "lower": str.lower,
     "title": str.title,

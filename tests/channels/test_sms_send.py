@@ -336,10 +336,35 @@ async def test_keys_left_behind(adapter: SmsAdapter, fake: FakeTwilio, redis_cli
     with pytest.raises(SendError):
         await adapter.send(outbound(), RenderedMessage("x"))
     await adapter.send(outbound("+8613900000000"), RenderedMessage("y"))
-    found = {k.decode(): await redis_client.ttl(k) for k in await redis_client.keys("*")}
+    found = {bytes(k).decode(): await redis_client.ttl(k) for k in await redis_client.keys("*")}
     assert set(found) == {
         keys.address_state("default", f"tel:{CITIZEN}"),
         keys.rate_tat("default", "sms-send", "+15005550006"),
     }
     assert 0 < found[keys.address_state("default", f"tel:{CITIZEN}")] <= keys.CONVERSATION_TTL
     assert 0 < found[keys.rate_tat("default", "sms-send", "+15005550006")] <= 3
+
+
+async def test_simulate_sms_command(gateway: tuple[Gateway, SmsAdapter]) -> None:
+    """`sulai simulate sms` posts a signed webhook to a live route and prints the TwiML reply."""
+    import asyncio
+    import sys
+
+    _, adapter = gateway
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from gateway.cli import main; sys.exit(main(sys.argv[1:]))",
+        "simulate",
+        "sms",
+        "--from",
+        "+8613812345678",
+        "--gateway",
+        adapter.settings.public_base_url,
+        "路灯坏了",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, out
+    assert isinstance(out, bytes)
+    assert out.decode().splitlines() == ["HTTP 200", "收到"]
