@@ -336,7 +336,10 @@ async def test_keys_left_behind(adapter: SmsAdapter, fake: FakeTwilio, redis_cli
     with pytest.raises(SendError):
         await adapter.send(outbound(), RenderedMessage("x"))
     await adapter.send(outbound("+8613900000000"), RenderedMessage("y"))
-    found = {bytes(k).decode(): await redis_client.ttl(k) for k in await redis_client.keys("*")}
+    found = {
+        (k.decode() if isinstance(k, bytes) else k): await redis_client.ttl(k)
+        for k in await redis_client.keys("*")
+    }
     assert set(found) == {
         keys.address_state("default", f"tel:{CITIZEN}"),
         keys.rate_tat("default", "sms-send", "+15005550006"),
