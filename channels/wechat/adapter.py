@@ -250,7 +250,7 @@ class WeChatAdapter:
             f"<xml><ToUserName>{cdata(context.openid)}</ToUserName>"
             f"<FromUserName>{cdata(context.account_id)}</FromUserName>"
             f"<CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-            f"<Content>{cdata(chr(10).join(texts))}</Content></xml>"
+            f"<Content>{cdata(fit_bytes(chr(10).join(texts)))}</Content></xml>"
         )
         if context.cipher is not None:
             xml = encrypt_reply(context.cipher, xml, context.nonce, now)
@@ -265,6 +265,17 @@ class WeChatAdapter:
                 SendErrorCode.MISCONFIGURED, f"no WeChat account for {outbound.recipient.split(':')[1]}"
             )
         return await self._sender.send(self.api(account), account.tenant, outbound, message)
+
+
+REPLY_MAX_BYTES = 2048  # WeChat's limit on a text message's content, in UTF-8 bytes
+
+
+def fit_bytes(text: str, limit: int = REPLY_MAX_BYTES) -> str:
+    """Cut a reply to WeChat's byte limit on a character boundary, marking the cut with "…"."""
+    if len(text.encode()) <= limit:
+        return text
+    cut = text.encode()[: limit - len("…".encode())].decode("utf-8", "ignore")
+    return cut + "…"
 
 
 def _ext(content_type: str, kind: str) -> str:

@@ -387,3 +387,11 @@ async def test_contract_and_secrets_stay_out_of_logs(kit: Kit, caplog: pytest.Lo
     secrets = list(kit.adapter.secrets())
     assert len(secrets) == 3 * 2 + 2 + 1  # secret + token each; the compat key; the safe pair
     assert caplog.records and not any(s in caplog.text for s in secrets)
+
+
+async def test_long_reply_cut_to_wechat_byte_limit(kit: Kit) -> None:
+    result = await kit.push("plaintext", fixture("text_message.xml"))
+    answer = kit.adapter.render_reply(result.context, ["办" * 1000])  # 3000 bytes of UTF-8
+    text = kit.simulator("plaintext")._read(200, answer.body, 1).text
+    assert text is not None and text.endswith("…") and len(text.encode()) <= 2048
+    assert text[:-1] == "办" * len(text[:-1]) and len(text) == (2048 - 3) // 3 + 1
