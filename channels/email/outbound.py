@@ -157,7 +157,7 @@ class EmailAdapter:
             )
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise _classify(exc) from exc
-        return SendResult(provider_id=str(msg["Message-ID"]).strip("<>"), status="sent", path="smtp")
+        return SendResult(provider_id=str(msg["Message-ID"]).strip().strip("<>"), status="sent", path="smtp")
 
     def secrets(self) -> Iterable[str]:
         found = [self.settings.relay.password, *self.settings.listener.auth_users.values()]
