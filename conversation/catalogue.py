@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -50,6 +50,9 @@ SAMPLE_PARAMS: Mapping[str, str] = {
     "hours": "24",
     "max_chars": "2000",
     "value": "睢城街道人民路88号",
+    "text": "已安排维修人员今日更换灯具。",
+    "attempt": "2",
+    "into": "SNXX-261125-123457-5",
 }
 
 
@@ -66,6 +69,19 @@ class _Params(dict[str, str]):
         raise CatalogueError(f"catalogue key {self.key!r} needs parameter {name!r}")
 
 
+def _flatten(table: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, dict[str, str]]]:
+    """Dotted keys (``[status.accepted]``) are nested tables in TOML; an entry is a table with a
+    ``text`` string."""
+    for name, value in table.items():
+        if not isinstance(value, Mapping):
+            raise CatalogueError(f"catalogue entry {prefix}{name!r} is not a table")
+        if isinstance(value.get("text"), str):
+            yield f"{prefix}{name}", {str(k): str(v) for k, v in value.items() if not isinstance(v, Mapping)}
+        for sub, inner in value.items():
+            if isinstance(inner, Mapping):
+                yield from _flatten({sub: inner}, f"{prefix}{name}.")
+
+
 @dataclass(frozen=True, slots=True)
 class Catalogue:
     entries: Mapping[str, Mapping[str, Mapping[str, str]]]  # language -> key -> variant -> template
@@ -78,7 +94,7 @@ class Catalogue:
         entries = {}
         for lang in languages:
             data = tomllib.loads(folder.joinpath(f"{lang}.toml").read_text(encoding="utf-8"))
-            entries[lang] = {k: {vk: str(vv) for vk, vv in v.items()} for k, v in data.items()}
+            entries[lang] = dict(_flatten(data))
         return cls(entries, default_language)
 
     def keys(self, language: str | None = None) -> frozenset[str]:

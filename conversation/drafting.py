@@ -204,8 +204,6 @@ def collect(turn: Turn, text: str, media: tuple[MediaRef, ...] = ()) -> None:
     progressed = answered or turn.state.filled() != before or bool(media)
     arm_timers(turn)
     if progressed or asked_name is None:
-        if asked_name is None and not progressed and turn.state.channel != "email":
-            turn.say("not_understood")
         next_step(turn)
         return
     spec = turn.form.spec(asked_name)

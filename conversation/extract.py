@@ -70,11 +70,14 @@ _GENERIC_PLACES = frozenset(
         "我市",
         "我县",
         "本区",
+        "开发区",
+        "工业园",
+        "园区",
     }
 )
 
 COMPANY_RE = re.compile(
-    r"([\u4e00-\u9fffA-Za-z0-9()]{4,30}?(?:股份有限公司|有限责任公司|有限公司|集团公司|集团|合作社|商行|门市部|工作室|事务所|公司|厂))"
+    r"([\u4e00-\u9fffA-Za-z0-9()]{4,30}?(?:股份有限公司|有限责任公司|有限公司|集团公司|集团|合作社|商行|门市部|工作室|事务所|公司|厂))(?=$|[\s,.;!?，。；、:()！？]|的|在|是|位于|有|想|需要|要)"
 )
 _COMPANY_CUT = ("公司名称", "企业名称", "单位名称", "代表", "我们是", "我司是", "我是", "是", "为", "叫", ":")
 CREDIT_TOKEN_RE = re.compile(r"(?<![0-9A-Z])[0-9A-Z]{15,20}(?![0-9A-Z])")
@@ -183,7 +186,7 @@ def labelled(text: str, slot: str) -> str | None:
     label = _LABELS.get(slot)
     if label is None:
         return None
-    m = re.search(rf"{label}\s*[:：]\s*([^\n;；]+)", fold(text), re.I)
+    m = re.search(rf"{label}\s*[:：]\s*([^\n;；,，。]+)", fold(text), re.I)
     return tidy(m.group(1)) if m and meaningful_count(m.group(1)) >= 2 else None
 
 

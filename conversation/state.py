@@ -135,11 +135,13 @@ class ConversationState:
             ],
             "tickets": [[t.id, t.query_code, t.filed_at] for t in self.tickets],
             "current_ticket": self.current_ticket,
-            "pending_survey": self.pending_survey,
+            # The staff side writes these two keys directly (gateway/staff: patch_conversation), in
+            # this dict shape; keep it identical both ways.
+            "pending_survey": None if self.pending_survey is None else {"ticket_id": self.pending_survey},
             "comment_for": list(self.comment_for) if self.comment_for else None,
             "pending_question": None
             if self.pending_question is None
-            else [self.pending_question.ticket_id, self.pending_question.question],
+            else {"ticket_id": self.pending_question.ticket_id, "question": self.pending_question.question},
             "sms_opted_out": self.sms_opted_out,
             "channel": self.channel,
         }
@@ -188,6 +190,11 @@ def _from_dict(data: dict[str, Any]) -> ConversationState:
     )
     loc = data.get("last_location")
     question = data.get("pending_question")
+    if isinstance(question, dict):
+        question = [question["ticket_id"], question.get("question", "")]
+    survey = data.get("pending_survey")
+    if isinstance(survey, dict):
+        survey = survey.get("ticket_id")
     comment = data.get("comment_for")
     return ConversationState(
         mode=Mode(data.get("mode", "idle")),
@@ -205,7 +212,7 @@ def _from_dict(data: dict[str, Any]) -> ConversationState:
         else KnownLocation(float(loc[0]), float(loc[1]), str(loc[2]), float(loc[3])),
         tickets=tuple(FiledTicket(str(t[0]), str(t[1]), float(t[2])) for t in data.get("tickets", [])),
         current_ticket=_opt_str(data.get("current_ticket")),
-        pending_survey=_opt_str(data.get("pending_survey")),
+        pending_survey=_opt_str(survey),
         comment_for=None if not comment else (str(comment[0]), int(comment[1])),
         pending_question=None if not question else StaffQuestion(str(question[0]), str(question[1])),
         sms_opted_out=bool(data.get("sms_opted_out", False)),

@@ -88,9 +88,9 @@ def begin_survey(
     actions: list[Action] = []
     if resolution is not None:
         actions.append(
-            Reply("ticket_resolved", {"ticket_id": ticket_id, "resolution": resolution}, Purpose.STATUS, lang)
+            Reply("status.resolved", {"ticket_id": ticket_id, "text": resolution}, Purpose.STATUS, lang)
         )
-    actions.append(Reply("survey_ask", {"ticket_id": ticket_id}, Purpose.SURVEY, lang))
+    actions.append(Reply("survey.ask", {"ticket_id": ticket_id}, Purpose.SURVEY, lang))
     return replace(state, pending_survey=ticket_id), actions
 
 
@@ -106,7 +106,9 @@ def begin_staff_question(
 ) -> tuple[ConversationState, list[Action]]:
     """A unit asks the citizen for more information about a ticket."""
     lang = state.language or settings.language
-    reply = Reply("staff_question", {"ticket_id": ticket_id, "question": question}, Purpose.STAFF_REPLY, lang)
+    reply = Reply(
+        "status.more_info", {"ticket_id": ticket_id, "question": question}, Purpose.STAFF_REPLY, lang
+    )
     return replace(state, pending_question=StaffQuestion(ticket_id, question)), [reply]
 
 

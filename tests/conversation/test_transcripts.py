@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conversation.runner import run_transcript
+from tests.conversation.transcript_runner import run_transcript
 
 TRANSCRIPTS = sorted((Path(__file__).parent / "transcripts").glob("*.toml"))
 
