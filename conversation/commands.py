@@ -10,7 +10,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from conversation.text import nfkc, squash
+from conversation.text import fold, squash
 from store.ticketid import find_ticket_ids
 
 
@@ -103,14 +103,14 @@ _CORRECT_RE = re.compile(
 
 def _strip_keyword(text: str, keyword: str) -> str | None:
     """The text after ``keyword`` when the message starts with it (ignoring case, spaces)."""
-    folded = nfkc(text).strip()
+    folded = fold(text).strip()
     pattern = r"\s*".join(re.escape(ch) for ch in keyword)
     m = re.match(rf"{pattern}\b" if keyword.isascii() else pattern, folded, re.I)
     return None if m is None else folded[m.end() :].strip(" :,.，。：")
 
 
 def parse_command(text: str, prefix: str | None = None) -> Parsed | None:
-    folded = nfkc(text).strip()
+    folded = fold(text).strip()
     key = squash(folded)
     if folded in {"?", "？"} or folded.rstrip("?") == "":
         return Parsed(Command.HELP) if folded else None

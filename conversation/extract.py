@@ -25,15 +25,24 @@ PHONE_LABEL_RE = re.compile(
     r"(联系电话|联系方式|手机号码|手机号|电话号码|电话|手机|号码|phone|tel|mobile)\s*[:是为]?\s*$", re.I
 )
 
-_NAME = r"[\u4e00-\u9fffA-Za-z0-9]"
+# Function words never belong to a place name, so a span cannot start in "我家门口的…".
+_NAME = r"(?:(?![的了是有我你他她它们很都也就还又在把被]){c})".format(c=r"[\u4e00-\u9fffA-Za-z0-9]")
 _MARK = (
     r"(?:自治区|自治州|街道|社区|小区|花园|新村|公寓|大厦|广场|大道|大街|胡同|号楼|单元|开发区|工业园"
     r"|省|市|县|区|镇|乡|村|路|街|巷|弄|号|栋|幢|座|室|组)"
 )
-_STRONG = rf"(?:{_NAME}{{2,12}}?(?:小区|社区|街道|新村|花园|大厦|公寓|开发区|工业园))"
-_FOLLOW = r"(?=$|[\s,.;!?，。；、:()！？]|的|附近|旁边|门口|对面|里|内|处|一带|这|那|有|上|边|前|后|口|[0-9])"
-ADDRESS_RE = re.compile(rf"(?:(?:{_NAME}{{1,12}}?{_MARK})+{_FOLLOW}|{_STRONG})")
+# A marker character that begins another word (路灯, 市场, 号码, 区域 …) is not a marker.
+_NOT_AFTER = r"(?!灯|面|边|段|况|过|线|费|由|障|程|径|标|场|民|长|政|容|委|域|别|码|召|称|坊|级|人|子|舞|管)"
+_FINE_RE = re.compile(
+    r"街道|社区|小区|花园|新村|公寓|大厦|广场|大道|大街|胡同|单元|镇|乡|村|路|街|巷|弄|号|栋|幢|座|室|组"
+)
+ADDRESS_RE = re.compile(rf"(?:{_NAME}{{1,12}}?{_MARK}{_NOT_AFTER})+")
 _LOCATIVE = (
+    "反映",
+    "投诉",
+    "举报",
+    "晚上",
+    "白天",
     "地址是",
     "地址为",
     "地址",
@@ -134,7 +143,9 @@ def find_locations(text: str) -> list[str]:
     for m in ADDRESS_RE.finditer(fold(text)):
         span = _cut_after(m.group(0), _LOCATIVE)
         span = re.sub(r"^(我家|我们家|我们|我|家)", "", span)
-        if len(span) >= 3 and cjk_count(span) >= 2 and span not in _GENERIC_PLACES:
+        # A county or city alone is too vague to send anyone to.
+        fine = _FINE_RE.search(span) is not None
+        if fine and len(span) >= 3 and cjk_count(span) >= 2 and span not in _GENERIC_PLACES:
             places.append(span)
     return places
 
