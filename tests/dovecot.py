@@ -7,12 +7,14 @@ it; ``scripts/ensure-dovecot.sh`` (run by ``make test`` and CI) does that as roo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,9 +47,12 @@ def free_port() -> int:
 class Dovecot:
     """One Dovecot master in ``base`` listening on 127.0.0.1:``port``."""
 
-    def __init__(self, base: Path, port: int | None = None) -> None:
+    def __init__(self, base: Path | None = None, port: int | None = None) -> None:
         self.binary = dovecot_binary()
-        self.base = base
+        # Not under pytest's tmp_path: that is mode 0700 and Dovecot's unprivileged auth and mail
+        # processes must read the users file and write the mail store.
+        self.base = base or Path(tempfile.mkdtemp(prefix="sulai-dovecot-"))
+        self.base.chmod(0o755)
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.root = os.geteuid() == 0
@@ -109,8 +114,13 @@ service imap-login {{
         )
         if check.returncode != 0:
             pytest.fail(f"dovecot rejected its test config: {check.stderr}", pytrace=False)
+        # Its own process group, so stop() takes down the IMAP session processes too (a plain
+        # SIGTERM to the master leaves logged-in sessions running: no connection would drop).
         self.proc = subprocess.Popen(
-            [self.binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [self.binary, "-F", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -128,12 +138,17 @@ service imap-login {{
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        group = self.proc.pid  # the group we created at start, nothing else
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
             self.proc.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # session processes that outlived the master
         if self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None
@@ -145,6 +160,11 @@ service imap-login {{
                 time.sleep(0.05)
             except OSError:
                 return
+
+    def remove(self) -> None:
+        """Stop and delete the server's directory."""
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
 
     def log(self) -> str:
         p = self.base / "dovecot.log"
