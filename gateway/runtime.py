@@ -84,12 +84,16 @@ async def serve(
         if "web" in roles:
             app = public_app(redis, settings.http.max_body_bytes)
             gateway.install_public(app)
-            runner, addresses["public"] = await start_site(app, settings.http.public_host, settings.http.public_port)
+            runner, addresses["public"] = await start_site(
+                app, settings.http.public_host, settings.http.public_port
+            )
             runners.append(runner)
         if "staff" in roles:
             sapp = staff_app(redis, settings.http.max_body_bytes)
             gateway.install_staff(sapp)
-            runner, addresses["staff"] = await start_site(sapp, settings.http.staff_host, settings.http.staff_port)
+            runner, addresses["staff"] = await start_site(
+                sapp, settings.http.staff_host, settings.http.staff_port
+            )
             runners.append(runner)
         addresses.update(await gateway.start_roles(roles))
         addresses["redis"] = "embedded valkey" if embedded else "external"

@@ -106,8 +106,14 @@ class EmbeddedValkey:
         ]  # fmt: skip
         if not self.port:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        # Its own session: a Ctrl-C in the terminal (SIGINT to the foreground process group) must
+        # reach `serve` only, which drains in-flight work before stopping the server itself.
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,417 @@
+"""Intake: one Inbound → one conversation turn, applied atomically (DESIGN.md "The path of one message").
+
+dedupe → lock → load state → engine step → translate actions → one store write → reply.
+
+- **Dedupe.** The inbound's external id is the idempotency key. A replay (WeChat retry, Twilio
+  retry, IMAP re-fetch) finds the stored reply and changes nothing; a retry that arrives while
+  the first delivery is still being processed finds the in-flight lock and gets a bare ack —
+  so a retry never creates a second effect nor a second reply.
+- **One turn at a time.** The state is read with its version; the write fails on a version
+  conflict and the turn is stepped again on the new state.
+- **Inline or outbox.** When the caller's deadline (the channel's reply budget) has not passed at
+  apply time, replies are returned for the webhook answer and stored as the replay answer;
+  otherwise they go into the outbox in the same write. Either way exactly one path carries them.
+- **Two round trips** for a turn that files a ticket: the load (state + idempotency mark +
+  lock, one pipeline) and the apply script. Ticket summaries are read only when the turn needs
+  them (status queries, supplements, ratings).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from datetime import time as dtime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis.asyncio as aioredis
+
+from channels.base import Inbound, Outbound, tel_address
+from conversation.actions import (
+    NEW_TICKET_ID,
+    Action,
+    AnswerStaffQuestion,
+    AppendSupplement,
+    CancelTimer,
+    CreateTicket,
+    HandToHuman,
+    LinkAddress,
+    RecordConsent,
+    RecordRating,
+    Reply,
+    SetTimer,
+)
+from conversation.catalogue import Catalogue
+from conversation.engine import TicketSummary, TurnContext, step, ticket_ids_mentioned
+from conversation.settings import EngineSettings
+from conversation.state import ConversationState
+from gateway import metrics
+from gateway.config import TenantSettings
+from gateway.webhooks import IntakeOutcome
+from store import keys
+from store.apply import TICKET_ID_PLACEHOLDER, TimerSet
+from store.casestore import CaseStore
+from store.model import AddEvent, ExtendField, NewTicket, Ticket, TicketChange, TicketEvent
+from store.ticketid import new_query_code
+from store.turns import ApplyOutcome, Turns, TurnWrite
+
+log = logging.getLogger(__name__)
+
+# The engine marks a ticket filed this turn with its own placeholder; the store substitutes its own.
+_ENGINE_PH = NEW_TICKET_ID
+_ENGINE_PH_JSON = json.dumps(NEW_TICKET_ID)[1:-1]  # as it appears inside the state's JSON
+_STORE_PH = TICKET_ID_PLACEHOLDER
+
+# Seconds kept in hand between "apply done" and the provider's own deadline, for the answer itself.
+INLINE_MARGIN_S = 0.05
+INFLIGHT_TTL_MS = 30_000
+MAX_CONFLICT_RETRIES = 8
+
+# Which catalogue variant a channel's inline reply uses.
+INLINE_VARIANT = {"wechat": "text", "sms": "sms"}
+
+
+def _swap(text: str) -> str:
+    return text.replace(_ENGINE_PH, _STORE_PH)
+
+
+@dataclass(frozen=True)
+class RatingEffects:
+    """What recording a rating changes, in store terms (built by the survey policy)."""
+
+    changes: Sequence[TicketChange] = ()
+    outbox: Sequence[Outbound] = ()
+    timers_cancel: Sequence[str] = ()
+
+
+# (ticket, rating, comment, actor, now, amend) -> effects; raises ValueError when not awaiting one.
+RatingPolicy = Callable[[Ticket, int, str, str, float, bool], RatingEffects]
+
+
+@dataclass
+class _Translation:
+    """The store write one turn's actions amount to."""
+
+    new_ticket: NewTicket | None = None
+    changes: list[TicketChange] = field(default_factory=list)
+    outbox: list[Outbound] = field(default_factory=list)
+    timers_set: list[TimerSet] = field(default_factory=list)
+    timers_cancel: list[str] = field(default_factory=list)
+    address_state: dict[str, dict[str, str]] = field(default_factory=dict)
+    links: dict[str, list[str]] = field(default_factory=dict)
+    replies: list[Reply] = field(default_factory=list)
+
+
+class Intake:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: CaseStore,
+        engine_settings: EngineSettings,
+        catalogue: Catalogue,
+        tenant: TenantSettings,
+        *,
+        rating_policy: RatingPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.turns = Turns(store)
+        self.engine_settings = engine_settings
+        self.catalogue = catalogue
+        self.tenant = tenant
+        self.rating_policy = rating_policy
+        self.clock = clock
+        self.zone = ZoneInfo(tenant.timezone)
+
+    # -- the turn ------------------------------------------------------------------------------
+
+    async def handle(self, inbound: Inbound, deadline: float = 0.0) -> IntakeOutcome:
+        """Run one inbound; ``deadline`` (time.monotonic()) is when an inline answer is too late."""
+        started = time.perf_counter()
+        try:
+            return await self._handle(inbound, deadline)
+        finally:
+            metrics.engine_seconds.labels(inbound.channel).observe(time.perf_counter() - started)
+
+    async def _handle(self, inbound: Inbound, deadline: float) -> IntakeOutcome:
+        tenant, address, ext = inbound.tenant, inbound.sender, inbound.external_id
+        token = secrets.token_hex(8)
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            version, raw_state, stored, locked = await self._load(tenant, address, ext, token, attempt == 0)
+            if stored is not None:
+                metrics.dedupe_hits.labels(inbound.channel).inc()
+                metrics.inbound.labels(inbound.channel, "duplicate").inc()
+                return IntakeOutcome(texts=tuple(_stored_texts(stored)), duplicate=True)
+            if not locked:
+                # The first delivery is still being processed: it will answer (or queue the reply).
+                metrics.dedupe_hits.labels(inbound.channel).inc()
+                metrics.inbound.labels(inbound.channel, "in_flight").inc()
+                return IntakeOutcome(duplicate=True)
+            try:
+                outcome = await self._turn(inbound, version, raw_state, deadline)
+            except Exception:
+                await self.redis.delete(keys.inflight(tenant, ext))
+                raise
+            if outcome is not None:
+                return outcome
+        await self.redis.delete(keys.inflight(tenant, ext))
+        raise RuntimeError(
+            f"conversation of {address} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries"
+        )
+
+    async def _load(
+        self, tenant: str, address: str, ext: str, token: str, lock: bool
+    ) -> tuple[int, bytes | None, bytes | None, bool]:
+        """State, version, stored reply and the in-flight lock in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.conversation(tenant, address), ["version", "state"])
+            pipe.get(keys.idempotency(tenant, ext))
+            if lock:
+                pipe.set(keys.inflight(tenant, ext), token, nx=True, px=INFLIGHT_TTL_MS)
+            results = await pipe.execute()
+        (version, state), stored = results[0], results[1]
+        locked = bool(results[2]) if lock else True
+        return int(version or 0), state, stored, locked
+
+    async def _turn(
+        self, inbound: Inbound, version: int, raw_state: bytes | None, deadline: float
+    ) -> IntakeOutcome | None:
+        state = ConversationState.from_json(raw_state)
+        now = self.clock()
+        context, loaded = await self._context(inbound, state)
+        new_state, actions = step(
+            state, inbound, datetime.fromtimestamp(now, UTC), self.engine_settings, context
+        )
+        tr = self._translate(inbound, new_state, actions, now, loaded)
+        inline_ok = inbound.channel in INLINE_VARIANT and deadline > 0
+        inline = inline_ok and time.monotonic() < deadline - INLINE_MARGIN_S
+        texts: list[str] = []
+        if inline:
+            texts = [self._render_inline(inbound.channel, r) for r in tr.replies]
+        else:
+            tr.outbox[:0] = self._reply_outbounds(inbound, tr, new_state)
+        stored_reply = json.dumps(
+            {"inline": texts} if inline else {"outbox": len(tr.replies)}, ensure_ascii=False
+        )
+        result = await self.turns.apply_turn(
+            TurnWrite(
+                tenant=inbound.tenant,
+                address=inbound.sender,
+                expected_version=version,
+                new_state=new_state.to_json().replace(_ENGINE_PH_JSON.encode(), _STORE_PH.encode()),
+                external_id=inbound.external_id,
+                stored_reply=stored_reply.encode(),
+                new_ticket=tr.new_ticket,
+                ticket_changes=tr.changes,
+                outbox=tr.outbox,
+                timers_set=tr.timers_set,
+                timers_cancel=tr.timers_cancel,
+                address_state=tr.address_state,
+                links=tr.links,
+            )
+        )
+        if result.outcome is ApplyOutcome.CONFLICT:
+            return None
+        if result.outcome is ApplyOutcome.DUPLICATE:
+            metrics.dedupe_hits.labels(inbound.channel).inc()
+            return IntakeOutcome(texts=tuple(_stored_texts(result.reply or b"")), duplicate=True)
+        metrics.inbound.labels(inbound.channel, "ticket" if result.ticket_id else "turn").inc()
+        if result.ticket_id:
+            log.info("ticket filed", extra={"ticket": result.ticket_id, "channel": inbound.channel})
+        return IntakeOutcome(texts=tuple(_stored_texts(result.reply or b"")))
+
+    # -- context ---------------------------------------------------------------------------------
+
+    async def _context(
+        self, inbound: Inbound, state: ConversationState
+    ) -> tuple[TurnContext, dict[str, Ticket]]:
+        """Ticket summaries the engine may need; no read at all for a citizen with no tickets."""
+        wanted: list[str] = ticket_ids_mentioned(inbound.text, self.tenant.prefix) if inbound.text else []
+        wanted += [t.id for t in state.tickets[-self.engine_settings.status_list_limit * 2 :]]
+        for extra in (state.current_ticket, state.pending_survey):
+            if extra:
+                wanted.append(extra)
+        if state.pending_question:
+            wanted.append(state.pending_question.ticket_id)
+        if state.comment_for:
+            wanted.append(state.comment_for[0])
+        ids = [i for i in dict.fromkeys(wanted) if i and i != _STORE_PH and i != _ENGINE_PH]
+        code = new_query_code()
+        if not ids:
+            return TurnContext(new_query_code=code), {}
+        tickets = await self.store.get_tickets(inbound.tenant, ids)
+        context = TurnContext(tickets=tuple(_summary(t) for t in tickets), new_query_code=code)
+        return context, {t.id: t for t in tickets}
+
+    # -- actions → store write -----------------------------------------------------------------
+
+    def _translate(
+        self,
+        inbound: Inbound,
+        state: ConversationState,
+        actions: list[Action],
+        now: float,
+        loaded: dict[str, Ticket],
+    ) -> _Translation:
+        tr = _Translation()
+        actor = f"citizen:{inbound.sender}"
+        for action in actions:
+            match action:
+                case Reply():
+                    tr.replies.append(action)
+                case CreateTicket(fields=draft):
+                    addresses = [inbound.sender]
+                    if draft.phone.startswith("+"):
+                        addresses.append(tel_address(draft.phone))
+                    tr.new_ticket = NewTicket(
+                        channel=inbound.channel,
+                        citizen=inbound.sender,
+                        description=draft.description,
+                        addresses=tuple(dict.fromkeys(addresses)),
+                        intake_type="enterprise" if draft.intake_type == "enterprise" else "citizen",
+                        company=draft.company,
+                        credit_code=draft.credit_code,
+                        category=draft.category,
+                        location_text=draft.location,
+                        latitude=draft.latitude,
+                        longitude=draft.longitude,
+                        phone=draft.phone,
+                        name=draft.name,
+                        attachments=draft.attachments,
+                        entry_point=draft.entry_point or (inbound.entry_point or ""),
+                        reply_deadline=self._end_of_day(draft.reply_deadline)
+                        if draft.reply_deadline
+                        else None,
+                        language=draft.language,
+                        query_code=draft.query_code,
+                    )
+                case AppendSupplement(ticket_id=tid, text=text, media=media):
+                    tid = _swap(tid)
+                    if media:
+                        tr.changes.append(ExtendField(tid, "attachments", tuple(media)))
+                    payload: dict[str, Any] = {"text": text, "media": [m.media_id for m in media]}
+                    tr.changes.append(AddEvent(tid, TicketEvent("supplement", actor, now, payload)))
+                case AnswerStaffQuestion(ticket_id=tid, text=text, media=media):
+                    if media:
+                        tr.changes.append(ExtendField(tid, "attachments", tuple(media)))
+                    payload = {"text": text, "media": [m.media_id for m in media]}
+                    tr.changes.append(AddEvent(tid, TicketEvent("citizen_answer", actor, now, payload)))
+                case RecordRating():
+                    self._rating(tr, action, actor, now, loaded.get(action.ticket_id))
+                case SetTimer(name=name, due=due, payload=extra):
+                    body = {"kind": "conversation", "address": inbound.sender, "timer": name, **extra}
+                    tr.timers_set.append(
+                        TimerSet(
+                            self.timer_id(inbound.sender, name), due.timestamp(), _swap(json.dumps(body))
+                        )
+                    )
+                case CancelTimer(name=name):
+                    tr.timers_cancel.append(self.timer_id(inbound.sender, name))
+                case HandToHuman(reason=reason, ticket_id=tid, text=text):
+                    fields = {"handoff": reason, "handoff_at": repr(now)}
+                    tr.address_state.setdefault(inbound.sender, {}).update(fields)
+                    if tid:
+                        event = TicketEvent("handoff", actor, now, {"reason": reason, "text": text})
+                        tr.changes.append(AddEvent(_swap(tid), event))
+                case RecordConsent(opt_in=opt_in):
+                    tr.address_state.setdefault(inbound.sender, {})["opted_out"] = "0" if opt_in else "1"
+                case LinkAddress(address=other):
+                    tr.links.setdefault(inbound.sender, []).append(other)
+                    tr.links.setdefault(other, []).append(inbound.sender)
+        # Every inbound refreshes what channels need to know about the address (WeChat's 48-hour
+        # customer-service window is counted from the citizen's last message).
+        tr.address_state.setdefault(inbound.sender, {})["last_inbound"] = repr(
+            inbound.received_at.timestamp()
+        )
+        return tr
+
+    def _rating(
+        self, tr: _Translation, action: RecordRating, actor: str, now: float, ticket: Ticket | None
+    ) -> None:
+        event = TicketEvent(
+            "rating", actor, now, {"rating": action.rating, "comment": action.comment, "amend": action.amend}
+        )
+        if self.rating_policy is None or ticket is None:
+            tr.changes.append(AddEvent(action.ticket_id, event))
+            return
+        try:
+            effects = self.rating_policy(ticket, action.rating, action.comment, actor, now, action.amend)
+        except ValueError:
+            # The ticket is not waiting for a rating (already rated, reopened meanwhile): keep it on file.
+            tr.changes.append(AddEvent(action.ticket_id, event))
+            return
+        tr.changes.extend(effects.changes)
+        tr.outbox.extend(effects.outbox)
+        tr.timers_cancel.extend(effects.timers_cancel)
+
+    @staticmethod
+    def timer_id(address: str, name: str) -> str:
+        return f"conv:{address}:{name}"
+
+    def _end_of_day(self, day: Any) -> float:
+        return datetime.combine(day, dtime(23, 59, 59), self.zone).timestamp()
+
+    # -- replies ---------------------------------------------------------------------------------
+
+    def _render_inline(self, channel: str, reply: Reply) -> str:
+        params = {k: _swap(v) for k, v in reply.params.items()}
+        return self.catalogue.render(reply.key, params, reply.language, INLINE_VARIANT[channel])
+
+    def _reply_outbounds(
+        self, inbound: Inbound, tr: _Translation, state: ConversationState
+    ) -> list[Outbound]:
+        ticket_id = _STORE_PH if tr.new_ticket else (state.current_ticket or None)
+        attrs: dict[str, str] = {}
+        if inbound.channel == "email":
+            # Thread our answer under the citizen's mail (RFC 5322 §3.6.4).
+            message_id = inbound.attrs.get("message_id", "")
+            refs = " ".join(x for x in (inbound.attrs.get("references", ""), message_id) if x)
+            attrs = {
+                "in_reply_to": message_id,
+                "references": refs,
+                "subject": inbound.attrs.get("subject", ""),
+            }
+            if inbound.attrs.get("ack_suppressed") == "1" or inbound.attrs.get("no_auto_reply") == "1":
+                return []
+        out = []
+        for i, reply in enumerate(tr.replies):
+            out.append(
+                Outbound(
+                    id=f"reply:{inbound.channel}:{inbound.external_id}:{i}",
+                    tenant=inbound.tenant,
+                    recipient=inbound.sender,
+                    purpose=reply.purpose,
+                    key=reply.key,
+                    params={k: _swap(v) for k, v in reply.params.items()},
+                    ticket_id=_swap(ticket_id) if ticket_id else None,
+                    language=reply.language,
+                    attrs=attrs,
+                )
+            )
+        return out
+
+
+def _summary(t: Ticket) -> TicketSummary:
+    return TicketSummary(
+        id=t.id,
+        status=t.status,
+        unit=t.unit,
+        query_code=t.query_code,
+        owners=tuple(t.addresses) or (t.citizen,),
+        updated_at=datetime.fromtimestamp(t.updated_at, UTC),
+    )
+
+
+def _stored_texts(stored: bytes) -> list[str]:
+    try:
+        data = json.loads(stored)
+    except ValueError:
+        return []
+    texts = data.get("inline") if isinstance(data, dict) else None
+    return [str(t) for t in texts] if isinstance(texts, list) else []
