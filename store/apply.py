@@ -33,6 +33,9 @@ from store.model import (
     IllegalTransition,
     IncrField,
     NewTicket,
+    QueueAdd,
+    QueueName,
+    QueueRemove,
     SetFields,
     SetStatus,
     TicketChange,
@@ -80,6 +83,15 @@ class WriteConflict(Exception):
         self.current_version = current_version
 
 
+class StaleTicket(WriteConflict):
+    """A guarded ticket changed since it was read (:attr:`Write.guards`): reload and decide again."""
+
+    def __init__(self, ticket_id: str) -> None:
+        Exception.__init__(self, f"ticket {ticket_id} changed since it was read")
+        self.current_version = -1
+        self.ticket_id = ticket_id
+
+
 class TicketNotFound(KeyError):
     def __init__(self, ticket_id: str) -> None:
         super().__init__(ticket_id)
@@ -108,6 +120,9 @@ class Write:
     links: dict[str, Sequence[str]] = field(default_factory=dict)  # address -> other addresses
     conversation: tuple[str, int, bytes] | None = None  # (address, expected version, new state)
     idempotency: tuple[str, bytes] | None = None  # (external id, stored reply)
+    # ticket id -> (updated_at as stored, number of events) seen when the decision was taken: the
+    # write fails with StaleTicket if either moved (the optimistic check of staff actions).
+    guards: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +139,18 @@ def load_script_source() -> str:
     return src.replace("__TRANSITIONS__", json.dumps(table, separators=(",", ":")))
 
 
-def _change_spec(change: TicketChange) -> dict[str, Any]:
+def queue_key(tenant: str, queue: QueueName, owner: str = "") -> str:
+    """The ZSET behind a :class:`store.model.QueueAdd` / :class:`QueueRemove` queue name."""
+    if queue == "callbacks":
+        return keys.callback_list(tenant)
+    if queue == "supervision":
+        return keys.supervision_queue(tenant)
+    if queue == "entered_by" and owner:
+        return keys.index_entered_by(tenant, owner)
+    raise ValueError(f"unknown queue {queue!r} (owner {owner!r})")
+
+
+def _change_spec(change: TicketChange, tenant: str = "") -> dict[str, Any]:
     if isinstance(change, SetStatus):
         payload = dict(change.payload)
         return {
@@ -159,6 +185,11 @@ def _change_spec(change: TicketChange) -> dict[str, Any]:
         return {"op": "event", "t": change.ticket_id, "event": event}
     if isinstance(change, CountDay):
         return {"op": "count", "t": "", "name": change.name, "by": change.by}
+    if isinstance(change, QueueAdd):
+        key = queue_key(tenant, change.queue, change.owner)
+        return {"op": "zadd", "t": change.ticket_id, "key": key, "score": repr(float(change.score))}
+    if isinstance(change, QueueRemove):
+        return {"op": "zrem", "t": change.ticket_id, "key": queue_key(tenant, change.queue, change.owner)}
     raise TypeError(f"unknown ticket change {change!r}")
 
 
@@ -194,7 +225,7 @@ def _create_spec(w: Write, ids: TenantIds, now: float, now_s: str) -> dict[str, 
 def build_spec(w: Write, ids: TenantIds, now: float) -> tuple[list[str], list[str | bytes]]:
     """KEYS and ARGV of the script for one write."""
     tenant, now_s = w.tenant, repr(now)
-    ops = [_change_spec(c) for c in w.changes]
+    ops = [_change_spec(c, tenant) for c in w.changes]
     ticket_ids = {op["t"] for op in ops if op["t"] and op["t"] != TICKET_ID_PLACEHOLDER}
     spec: dict[str, Any] = {
         "ph": TICKET_ID_PLACEHOLDER,
@@ -233,6 +264,11 @@ def build_spec(w: Write, ids: TenantIds, now: float) -> tuple[list[str], list[st
             "key": keys.ticket(tenant, TICKET_ID_PLACEHOLDER),
             "events_key": keys.ticket_events(tenant, TICKET_ID_PLACEHOLDER),
         }
+    if w.guards:
+        spec["guards"] = [
+            [t, keys.ticket(tenant, t), keys.ticket_events(tenant, t), updated, n_events]
+            for t, (updated, n_events) in w.guards.items()
+        ]
     if w.timers_set or w.timers_cancel:
         spec["timers"] = {
             "key": keys.timers(tenant),
@@ -280,6 +316,8 @@ def parse_result(raw: Sequence[Any]) -> WriteResult:
         )
     if kind == "conflict":
         raise WriteConflict(int(_text(raw[1])))
+    if kind == "stale":
+        raise StaleTicket(_text(raw[1]))
     if kind == "missing":
         raise TicketNotFound(_text(raw[1]))
     if kind == "illegal":

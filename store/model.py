@@ -202,6 +202,12 @@ class Ticket:
     links: tuple[str, ...] = ()  # related ticket ids (merged, reopened as new, duplicates)
     language: str = "zh-CN"
     provenance: Mapping[str, str] = field(default_factory=dict)
+    # Written by staff actions and the survey (gateway/staff); "" until then.
+    resolution: str = ""  # the 办结 text the citizen received
+    reject_reason: str = ""
+    rating_comment: str = ""
+    rating_state: str = ""  # "" | "pending" (survey asked) | "rated" | "not_rated" (expired)
+    merged_into: str = ""  # the surviving ticket of a merged duplicate
 
     @property
     def is_open(self) -> bool:
@@ -302,6 +308,11 @@ def ticket_from_hash(data: Mapping[Any, Any]) -> Ticket:
         links=tuple(str(x) for x in jlist("links")),
         language=raw.get("language") or "zh-CN",
         provenance=json.loads(raw["provenance"]) if raw.get("provenance") else {},
+        resolution=_text(raw, "resolution"),
+        reject_reason=_text(raw, "reject_reason"),
+        rating_comment=_text(raw, "rating_comment"),
+        rating_state=_text(raw, "rating_state"),
+        merged_into=_text(raw, "merged_into"),
     )
 
 
@@ -365,6 +376,31 @@ class CountDay:
     by: int = 1
 
 
-TicketChange = SetStatus | SetFields | ExtendField | IncrField | AddEvent | CountDay
+# Tenant work queues a ticket can be put on (ZSET ticket id -> score), see store/keys.py:
+# "callbacks" (回访 list), "supervision" (flagged after repeated re-dispatch), "entered_by" (tickets
+# a staff member entered on a citizen's behalf; ``owner`` is the staff id).
+QueueName = Literal["callbacks", "supervision", "entered_by"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueAdd:
+    """Put a ticket on a tenant work queue (ZADD; an existing member gets the new score)."""
+
+    ticket_id: str
+    queue: QueueName
+    score: float
+    owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRemove:
+    """Take a ticket off a tenant work queue (ZREM; absent is fine)."""
+
+    ticket_id: str
+    queue: QueueName
+    owner: str = ""
+
+
+TicketChange = SetStatus | SetFields | ExtendField | IncrField | AddEvent | CountDay | QueueAdd | QueueRemove
 
 PROTECTED_FIELDS = frozenset({"id", "tenant", "status", "created_at"})

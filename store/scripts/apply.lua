@@ -59,10 +59,15 @@ if spec.conv then
   if current ~= spec.conv.expected then return {'conflict', tostring(current)} end
 end
 
+for _, g in ipairs(spec.guards or {}) do
+  local updated = redis.call('HGET', g[2], 'updated_at') or ''
+  if updated ~= g[4] or redis.call('LLEN', g[3]) ~= g[5] then return {'stale', g[1]} end
+end
+
 local sim, skipped = {}, {}
 for _, op in ipairs(spec.ops or {}) do
   local t = op.t
-  if sim[t] == nil then
+  if t ~= '' and sim[t] == nil then  -- '' is a tenant-wide op (a day counter): no ticket
     if t == spec.ph then
       sim[t] = 'new'
     else
@@ -127,7 +132,7 @@ end
 -- Status ops replay the decisions of phase (1): nothing changed in between (one script).
 local sim2 = {}
 for i, op in ipairs(spec.ops or {}) do
-  local info = spec.tickets[op.t]
+  local info = spec.tickets[op.t] or {}
   local tkey, ekey = info.key, info.events_key
   if op.op == 'status' then
     local from = sim2[op.t] or redis.call('HGET', tkey, 'status')
@@ -178,6 +183,10 @@ for i, op in ipairs(spec.ops or {}) do
     redis.call('RPUSH', ekey, op.event)
   elseif op.op == 'count' then
     count(op.name, op.by)
+  elseif op.op == 'zadd' then
+    redis.call('ZADD', op.key, op.score, op.t)
+  elseif op.op == 'zrem' then
+    redis.call('ZREM', op.key, op.t)
   end
 end
 
