@@ -218,8 +218,10 @@ def _text(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
         turn.say("empty_message")
         _reprompt(turn)
         return
+    # Slots are read from the whole message (the address often comes last); only what is kept as
+    # text is cut to the limit. A bound still applies so a pathological input cannot cost much.
     truncated = len(text) > turn.settings.max_text_chars
-    text = text[: turn.settings.max_text_chars]
+    text = text[: turn.settings.max_text_chars * 5]
     command = parse_command(text, turn.settings.ticket_prefix) if text else None
     if turn.state.mode == Mode.CONFIRMING and squash(text) in (_CONFIRM | _EDIT | _ABORT):
         command = None
@@ -251,11 +253,11 @@ def _message(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
     if s.pending_question is not None and s.mode == Mode.IDLE:
         question = s.pending_question
         turn.state = replace(turn.state, pending_question=None)
-        turn.do(AnswerStaffQuestion(question.ticket_id, text, media))
+        turn.do(AnswerStaffQuestion(question.ticket_id, text[: turn.settings.max_text_chars], media))
         turn.say("staff_answer_received", ticket_id=question.ticket_id)
         return
     if s.mode == Mode.HANDED_TO_HUMAN:
-        turn.do(HandToHuman("follow_up", _open_ticket_id(turn), text))
+        turn.do(HandToHuman("follow_up", _open_ticket_id(turn), text[: turn.settings.max_text_chars]))
         turn.say("handoff_waiting")
         return
     if s.mode == Mode.COLLECTING:
@@ -298,7 +300,7 @@ def _open_ticket_id(turn: Turn) -> str | None:
 def _supplement(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
     summary = _open_ticket(turn)
     assert summary is not None
-    turn.do(AppendSupplement(summary.id, text, media))
+    turn.do(AppendSupplement(summary.id, text[: turn.settings.max_text_chars], media))
     turn.say("supplement_added", ticket_id=summary.id)
 
 
