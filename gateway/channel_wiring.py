@@ -51,7 +51,13 @@ async def _wechat(gw: Gateway, settings: Any, built: Built) -> None:
         return
     state = RedisWeChatState(gw.redis)
     adapter = WeChatAdapter(
-        settings, replay=state, tokens=state, addresses=state, media_sink=gw.media.save, session=gw.session
+        settings,
+        replay=state,
+        tokens=state,
+        addresses=state,
+        media_sink=gw.media.save,
+        session=gw.session,
+        clock=gw.clock,
     )
     built.adapters.append(adapter)
     built.reply_budgets["wechat"] = settings.reply_budget_s
@@ -86,6 +92,7 @@ async def _sms(gw: Gateway, settings: Any, built: Built) -> None:
         media_sink=gw.media.save,
         session=gw.session,
         catalogue_text=catalogue_text,
+        clock=gw.clock,
     )
     built.adapters.append(adapter)
     built.reply_budgets["sms"] = settings.reply_budget_s

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,17 +91,22 @@ class Gateway:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     webhooks: WebhookRoutes | None = None
     dispatcher: Dispatcher | None = None
+    clock: Callable[[], float] = time.time
 
     @classmethod
-    async def create(cls, settings: Settings, redis: aioredis.Redis, sandbox: bool) -> Gateway:
+    async def create(
+        cls, settings: Settings, redis: aioredis.Redis, sandbox: bool, clock: Callable[[], float] = time.time
+    ) -> Gateway:
+        """``clock`` (unix seconds) is injectable so end-to-end tests can move time (48-hour
+        windows, quiet hours, survey expiry) without patching anything."""
         tenant = settings.tenant
         parsed = parse_channel_settings(settings, sandbox)
-        store = CaseStore(redis, tenants={tenant.id: TenantIds(tenant.prefix, tenant.timezone)})
+        store = CaseStore(redis, clock=clock, tenants={tenant.id: TenantIds(tenant.prefix, tenant.timezone)})
         media = LocalMediaStore(settings.data_dir / "media")
         catalogue = Catalogue.load(default_language=tenant.language)
-        staff = StaffContext(redis=redis, tenant=tenant, store=store, media=media)
-        intake = Intake(redis, store, engine_settings(settings), catalogue, tenant)
-        gw = cls(settings, redis, sandbox, store, media, catalogue, intake, staff)
+        staff = StaffContext(redis=redis, tenant=tenant, store=store, media=media, clock=clock)
+        intake = Intake(redis, store, engine_settings(settings), catalogue, tenant, clock=clock)
+        gw = cls(settings, redis, sandbox, store, media, catalogue, intake, staff, clock=clock)
         gw.session = aiohttp.ClientSession()
         try:
             await gw._build_channels(parsed)
@@ -158,6 +164,7 @@ class Gateway:
                     claim_idle_ms=int(d.reclaim_idle_s * 1000),
                     batch=d.batch,
                 ),
+                clock=self.clock,
             )
         return self.dispatcher
 
@@ -173,7 +180,7 @@ class Gateway:
             self.tasks += self.email.start_pollers(self.stop_event)
         if "worker" in roles:
             self.tasks.append(asyncio.create_task(self._dispatcher().run(self.stop_event), name="dispatcher"))
-            scheduler = Scheduler(self.redis, self.settings.tenant.id, self.intake, self.staff)
+            scheduler = Scheduler(self.redis, self.settings.tenant.id, self.intake, self.staff, clock=self.clock)
             self.tasks.append(asyncio.create_task(scheduler.run(self.stop_event), name="scheduler"))
         return addresses
 

@@ -205,12 +205,16 @@ def _validate(s: Settings) -> None:
     if s.http.public_port and s.http.public_port == s.http.staff_port:
         raise ConfigError("http.staff_port", "a port other than http.public_port (staff API is separate)")
     if s.redis.url and not s.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("redis.url", "redis://, rediss:// or unix:// (empty for the embedded server)", s.redis.url)
+        raise ConfigError(
+            "redis.url", "redis://, rediss:// or unix:// (empty for the embedded server)", s.redis.url
+        )
     if s.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("logging.level", "DEBUG, INFO, WARNING or ERROR", s.logging.level)
 
 
-def settings_from_mapping(raw: Mapping[str, Any], source: str = "<mapping>", env: Mapping[str, str] | None = None) -> Settings:
+def settings_from_mapping(
+    raw: Mapping[str, Any], source: str = "<mapping>", env: Mapping[str, str] | None = None
+) -> Settings:
     data: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
     for var, dotted in ENV_OVERRIDES.items():
         value = (env if env is not None else os.environ).get(var)

@@ -70,7 +70,9 @@ class MaskingJsonFormatter(logging.Formatter):
         return self._clean(text)
 
 
-def setup_logging(level: str = "INFO", as_json: bool = True, secrets: Iterable[str] = ()) -> MaskingJsonFormatter:
+def setup_logging(
+    level: str = "INFO", as_json: bool = True, secrets: Iterable[str] = ()
+) -> MaskingJsonFormatter:
     formatter = MaskingJsonFormatter(secrets, as_json)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -63,11 +64,14 @@ async def serve(
     sandbox: bool = False,
     ready: Callable[[dict[str, str]], Awaitable[None] | None] | None = None,
     stop: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.time,
+    configure_logging: bool = True,
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop`` is set). Returns the process exit code."""
     from gateway.components import Gateway
 
-    setup_logging(settings.logging.level, settings.logging.json)
+    if configure_logging:
+        setup_logging(settings.logging.level, settings.logging.json)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -79,7 +83,7 @@ async def serve(
     gateway: Gateway | None = None
     runners: list[web.AppRunner] = []
     try:
-        gateway = await Gateway.create(settings, redis, sandbox=sandbox)
+        gateway = await Gateway.create(settings, redis, sandbox=sandbox, clock=clock)
         addresses: dict[str, str] = {}
         if "web" in roles:
             app = public_app(redis, settings.http.max_body_bytes)

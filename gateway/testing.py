@@ -6,13 +6,20 @@ one way of starting the gateway.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+from gateway.config import Settings
+from gateway.valkey_server import free_port
 
 
 def _toml_value(value: object) -> str:
@@ -103,3 +110,71 @@ def start_serve(
                 return ServeProcess(process, addresses, data_dir, config_path)
     process.kill()
     raise RuntimeError("sulai serve did not start:\n" + "".join(seen))
+
+
+class TestClock:
+    """A clock tests move by hand: ``clock.advance(3 * 86400)``."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    settings: Settings,
+    *,
+    sandbox: bool = True,
+    clock: Callable[[], float] = time.time,
+    roles: frozenset[str] = frozenset({"web", "staff", "smtp", "imap", "worker"}),
+) -> AsyncIterator[dict[str, str]]:
+    """Run `serve` inside the test's event loop on free loopback ports; yields the addresses.
+
+    The public port is chosen up front so ``public_base_url`` (what Twilio signs) is right.
+    ``redis.url`` may point at the test server; otherwise an embedded Valkey is started.
+    """
+    from gateway.runtime import serve
+
+    public = free_port()
+    settings = replace(
+        settings,
+        http=replace(
+            settings.http,
+            public_port=public,
+            staff_port=0,
+            public_base_url=f"http://127.0.0.1:{public}",
+        ),
+        smtp=replace(settings.smtp, port=0),
+    )
+    stop = asyncio.Event()
+    ready: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+
+    def on_ready(addresses: dict[str, str]) -> None:
+        ready.set_result(addresses)
+
+    task = asyncio.create_task(
+        serve(
+            settings,
+            set(roles),
+            sandbox=sandbox,
+            ready=on_ready,
+            stop=stop,
+            clock=clock,
+            configure_logging=False,
+        )
+    )
+    waiting: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises what made serve fail
+        raise RuntimeError("serve returned before it was ready")
+    try:
+        yield ready.result()
+    finally:
+        stop.set()
+        await task

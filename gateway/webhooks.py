@@ -49,7 +49,9 @@ DeliveryFn = Callable[[str, DeliveryUpdate], Awaitable[None]]
 
 
 def _answer(answer: HttpAnswer) -> web.Response:
-    return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type.split(";")[0])
+    return web.Response(
+        status=answer.status, body=answer.body, content_type=answer.content_type.split(";")[0]
+    )
 
 
 async def build_request(request: web.Request, public_base_url: str) -> WebhookRequest:
@@ -95,7 +97,9 @@ class WebhookRoutes:
             for route in adapter.routes():
                 app.router.add_route(route.method, route.path, self._handler(adapter, route), name=route.name)
 
-    def _handler(self, adapter: ChannelAdapter, route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _handler(
+        self, adapter: ChannelAdapter, route: Route
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             return await self.handle(adapter, route, request)
 
@@ -107,7 +111,9 @@ class WebhookRoutes:
             parsed = await adapter.parse_webhook(route, await build_request(request, self.public_base_url))
         except WebhookRejected as exc:
             metrics.webhook_rejected.labels(channel, str(exc.status)).inc()
-            log.info("webhook rejected", extra={"channel": channel, "status": exc.status, "reason": exc.reason})
+            log.info(
+                "webhook rejected", extra={"channel": channel, "status": exc.status, "reason": exc.reason}
+            )
             return web.Response(status=exc.status, text=f"{exc.reason}\n")
         for update in parsed.deliveries:
             await self.deliveries(channel, update)
