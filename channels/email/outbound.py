@@ -12,12 +12,14 @@ is empty and ``render_reply`` answers nothing.
 from __future__ import annotations
 
 import html
+import logging
 import ssl
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import Protocol
 
 import aiosmtplib
 
@@ -37,6 +39,8 @@ from channels.base import (
 )
 from channels.email.settings import EmailSettings
 from channels.email.threading import new_message_id, one_line, reply_references, tagged_subject
+
+log = logging.getLogger(__name__)
 
 # Answers to the citizen's own mail are "auto-replied"; notifications nobody asked for just now
 # are "auto-generated" (RFC 3834 §5). A staff member's written answer is neither.
@@ -117,14 +121,30 @@ def _classify(exc: Exception) -> SendError:
     return SendError(SendErrorCode.TEMPORARY, f"{type(exc).__name__}: {exc}")
 
 
+class ThreadRecorder(Protocol):
+    """Where our sent Message-IDs are remembered for threading (store.mail_state.MailState)."""
+
+    async def remember_thread(self, message_id: str, ticket_id: str) -> None: ...
+
+
 class EmailAdapter:
-    """Sends Outbound mail through the configured SMTP relay with aiosmtplib."""
+    """Sends Outbound mail through the configured SMTP relay with aiosmtplib.
+
+    With ``threads`` given, the Message-ID of every mail sent about a ticket is remembered, so the
+    citizen's reply threads to the ticket whatever they do to the subject."""
 
     name = "email"
     capabilities = Capabilities(max_text_chars=100_000, inline_reply=False, media=True)
 
-    def __init__(self, settings: EmailSettings, *, tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        threads: ThreadRecorder | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.settings = settings
+        self.threads = threads
         self.tls_context = tls_context
 
     def routes(self) -> Sequence[Route]:
@@ -157,7 +177,15 @@ class EmailAdapter:
             )
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise _classify(exc) from exc
-        return SendResult(provider_id=str(msg["Message-ID"]).strip().strip("<>"), status="sent", path="smtp")
+        message_id = str(msg["Message-ID"]).strip().strip("<>")
+        if self.threads is not None and outbound.ticket_id:
+            # After the relay took it: a failed send must not leave a thread entry behind. If this
+            # write fails the mail is out anyway; the subject token still threads the reply.
+            try:
+                await self.threads.remember_thread(message_id, outbound.ticket_id)
+            except Exception:
+                log.exception("could not record the thread of %s", message_id)
+        return SendResult(provider_id=message_id, status="sent", path="smtp")
 
     def secrets(self) -> Iterable[str]:
         found = [self.settings.relay.password, *self.settings.listener.auth_users.values()]
