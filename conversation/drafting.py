@@ -14,11 +14,13 @@ from channels.base import MediaRef, Purpose
 from conversation import extract as ex
 from conversation.actions import NEW_TICKET_ID, CancelTimer, CreateTicket, LinkAddress, SetTimer, TicketDraft
 from conversation.settings import SlotSpec
-from conversation.state import FiledTicket, Mode, SlotValue
+from conversation.state import FiledTicket, KnownLocation, Mode, SlotValue
 from conversation.text import fold, meaningful_count, squash, tidy
 from conversation.turn import Turn
 
 REMINDER, EXPIRY = "draft_reminder", "draft_expiry"
+# A WeChat LOCATION event older than this says little about where the problem is.
+LOCATION_OFFER_MAX_AGE = timedelta(hours=2)
 SKIP_WORDS = {"跳过", "不用", "无", "没有", "skip", "none", "no"}
 
 
@@ -30,6 +32,13 @@ def add_working_days(start: date, days: int) -> date:
         if current.weekday() < 5:
             left -= 1
     return current
+
+
+def offered_location(turn: Turn) -> KnownLocation | None:
+    loc = turn.state.last_location
+    if loc is None or turn.ts - loc.at > LOCATION_OFFER_MAX_AGE.total_seconds():
+        return None
+    return loc
 
 
 def start_draft(turn: Turn) -> None:
@@ -108,7 +117,7 @@ def absorb(turn: Turn, text: str, media: tuple[MediaRef, ...] = ()) -> bool:
     asked = turn.form.spec(turn.state.asking) if turn.state.asking else None
     answered = False
     if asked is not None and turn.state.slot(asked.name) is None:
-        offer = turn.state.last_location
+        offer = offered_location(turn)
         if asked.validator == "location" and offer is not None and squash(text) == "1":
             _fill(turn, asked.name, offer.label, "location", offer.latitude, offer.longitude)
             return True
@@ -147,8 +156,9 @@ def prompt(turn: Turn, spec: SlotSpec, invalid: bool = False) -> None:
     key = f"invalid_{spec.validator}" if invalid else spec.prompt
     if spec.validator == "category":
         params["menu"] = category_menu(turn)
-    if spec.validator == "location" and turn.state.last_location is not None and not invalid:
-        key, params["location_label"] = "ask_location_offer", turn.state.last_location.label or "-"
+    offer = offered_location(turn)
+    if spec.validator == "location" and offer is not None and not invalid:
+        key, params["location_label"] = "ask_location_offer", offer.label or "-"
     turn.say_params(key, params)
 
 

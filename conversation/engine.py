@@ -26,16 +26,16 @@ from conversation import survey
 from conversation.actions import (
     Action,
     AnswerStaffQuestion,
-    AppendSupplement,
     CancelTimer,
     HandToHuman,
     RecordConsent,
     Reply,
 )
 from conversation.commands import Command, Parsed, parse_command
+from conversation.handlers import open_ticket, open_ticket_id, reprompt, run_command, supplement
 from conversation.settings import EngineSettings
 from conversation.state import ConversationState, KnownLocation, Mode, SlotValue
-from conversation.status import list_own, status_query, ticket_ids_mentioned
+from conversation.status import list_own, ticket_ids_mentioned
 from conversation.text import detect_language, meaningful_count, squash
 from conversation.turn import TicketSummary, Turn, TurnContext
 
@@ -127,11 +127,11 @@ def _event(turn: Turn) -> None:
             if entry == "enterprise" and turn.state.mode == Mode.IDLE:
                 turn.state = replace(turn.state, intake_type="enterprise")
         turn.say("welcome_enterprise" if turn.state.entry_point == "enterprise" else "welcome")
-        _reprompt(turn)
+        reprompt(turn)
     elif event == "click":
         key = inbound.attrs.get("click_key", "")
         if key == "new_report":
-            _command(turn, Parsed(Command.NEW_REPORT))
+            run_command(turn, Parsed(Command.NEW_REPORT))
         elif key == "my_tickets":
             list_own(turn)
         else:
@@ -142,7 +142,7 @@ def _event(turn: Turn) -> None:
         _timer(turn)
     elif event == "unsupported":
         turn.say("not_understood")
-        _reprompt(turn)
+        reprompt(turn)
 
 
 def _remember_location(turn: Turn) -> None:
@@ -163,7 +163,7 @@ def _timer(turn: Turn) -> None:
         return  # a stale timer: the draft it was set for is gone
     if name == df.REMINDER:
         turn.say("draft_reminder")
-        _reprompt(turn)
+        reprompt(turn)
     elif name == df.EXPIRY:
         turn.state = turn.state.clear_draft()
         turn.do(CancelTimer(df.REMINDER))
@@ -176,8 +176,8 @@ def _location_message(turn: Turn) -> None:
     label = loc.label or f"{loc.latitude:.5f},{loc.longitude:.5f}"
     _remember_location(turn)
     s = turn.state
-    if s.mode == Mode.IDLE and _open_ticket(turn) is not None:
-        _supplement(turn, f"{label} ({loc.latitude:.5f},{loc.longitude:.5f})", ())
+    if s.mode == Mode.IDLE and open_ticket(turn) is not None:
+        supplement(turn, f"{label} ({loc.latitude:.5f},{loc.longitude:.5f})", ())
         return
     if s.mode not in (Mode.COLLECTING, Mode.CONFIRMING):
         df.start_draft(turn)
@@ -216,7 +216,7 @@ def _text(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
     text = text.strip()
     if not text and not media:
         turn.say("empty_message")
-        _reprompt(turn)
+        reprompt(turn)
         return
     # Slots are read from the whole message (the address often comes last); only what is kept as
     # text is cut to the limit. A bound still applies so a pathological input cannot cost much.
@@ -227,7 +227,7 @@ def _text(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
         command = None
     if command is not None:
         turn.state = replace(turn.state, comment_for=None)
-        _command(turn, command)
+        run_command(turn, command)
     else:
         _message(turn, text, media)
     if truncated:
@@ -257,14 +257,14 @@ def _message(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
         turn.say("staff_answer_received", ticket_id=question.ticket_id)
         return
     if s.mode == Mode.HANDED_TO_HUMAN:
-        turn.do(HandToHuman("follow_up", _open_ticket_id(turn), text[: turn.settings.max_text_chars]))
+        turn.do(HandToHuman("follow_up", open_ticket_id(turn), text[: turn.settings.max_text_chars]))
         turn.say("handoff_waiting")
         return
     if s.mode == Mode.COLLECTING:
         df.collect(turn, text, media)
         return
-    if _open_ticket(turn) is not None:
-        _supplement(turn, text, media)
+    if open_ticket(turn) is not None:
+        supplement(turn, text, media)
         return
     if not media and meaningful_count(text) == 0:
         turn.say("not_understood")
@@ -280,129 +280,8 @@ def _confirm(turn: Turn, text: str) -> None:
     elif key in _EDIT:
         turn.say("edit_which")
     elif key in _ABORT:
-        _command(turn, Parsed(Command.CANCEL))
+        run_command(turn, Parsed(Command.CANCEL))
     else:
         tries = turn.state.tries + 1
         turn.state = replace(turn.state, tries=0 if tries >= turn.settings.max_tries else tries)
         turn.say("handoff_offer" if tries >= turn.settings.max_tries else "confirm_hint")
-
-
-def _open_ticket(turn: Turn) -> TicketSummary | None:
-    summary = turn.context.ticket(turn.state.current_ticket)
-    return summary if summary is not None and summary.is_open else None
-
-
-def _open_ticket_id(turn: Turn) -> str | None:
-    summary = _open_ticket(turn)
-    return summary.id if summary else None
-
-
-def _supplement(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
-    summary = _open_ticket(turn)
-    assert summary is not None
-    turn.do(AppendSupplement(summary.id, text[: turn.settings.max_text_chars], media))
-    turn.say("supplement_added", ticket_id=summary.id)
-
-
-def _reprompt(turn: Turn) -> None:
-    """Remind the citizen where an open draft stands."""
-    if turn.state.mode == Mode.CONFIRMING:
-        df.show_summary(turn)
-    elif turn.state.mode == Mode.COLLECTING:
-        todo = df.missing(turn)
-        if todo:
-            df.prompt(turn, todo[0])
-
-
-# -- commands -----------------------------------------------------------------------------------
-
-
-def _has_draft(turn: Turn) -> bool:
-    return turn.state.mode in (Mode.COLLECTING, Mode.CONFIRMING) or (
-        turn.state.mode == Mode.HANDED_TO_HUMAN and bool(turn.state.draft_id)
-    )
-
-
-def _command(turn: Turn, cmd: Parsed) -> None:
-    c = cmd.command
-    if c == Command.HELP:
-        turn.say("help")
-        _reprompt(turn)
-    elif c == Command.CANCEL:
-        if _has_draft(turn):
-            turn.state = turn.state.clear_draft()
-            df.cancel_timers(turn)
-            turn.say("draft_cancelled")
-        else:
-            turn.state = replace(turn.state, mode=Mode.IDLE)
-            turn.say("nothing_to_cancel")
-    elif c == Command.HUMAN:
-        turn.do(HandToHuman("requested", _open_ticket_id(turn)))
-        turn.state = replace(turn.state, mode=Mode.HANDED_TO_HUMAN)
-        turn.say("handoff")
-    elif c == Command.RESUME:
-        _resume(turn)
-    elif c == Command.STATUS:
-        status_query(turn, cmd.rest)
-        _reprompt(turn)
-    elif c == Command.NEW_REPORT:
-        _new_report(turn, cmd.rest)
-    elif c == Command.CORRECT:
-        _correct(turn, cmd.slot, cmd.rest)
-
-
-def _resume(turn: Turn) -> None:
-    if turn.state.mode == Mode.HANDED_TO_HUMAN:
-        mode = Mode.COLLECTING if turn.state.draft_id else Mode.IDLE
-        turn.state = replace(turn.state, mode=mode)
-    if turn.state.mode == Mode.IDLE:
-        turn.say("resumed_idle")
-    else:
-        turn.say("resumed")
-        df.next_step(turn)
-
-
-def _new_report(turn: Turn, rest: str) -> None:
-    if _has_draft(turn):
-        turn.state = replace(turn.state, mode=Mode.COLLECTING)
-        turn.say("draft_in_progress")
-        if rest:
-            df.collect(turn, rest)
-        else:
-            df.next_step(turn)
-        return
-    df.start_draft(turn)
-    turn.state = replace(turn.state, current_ticket=None)
-    if rest:
-        df.collect(turn, rest)
-    else:
-        df.arm_timers(turn)
-        df.next_step(turn)
-
-
-def _correct(turn: Turn, slot: str, value: str) -> None:
-    if not _has_draft(turn):
-        if _open_ticket(turn) is not None and value:
-            _supplement(turn, f"{slot}: {value}", ())
-        else:
-            turn.say("nothing_to_correct")
-        return
-    spec = turn.form.spec(slot)
-    if spec is None:
-        turn.say("nothing_to_correct")
-        return
-    was_confirming = turn.state.mode == Mode.CONFIRMING
-    new = df.answer_for(turn, spec, value) if value else None
-    df.arm_timers(turn)
-    if new is None:
-        turn.state = replace(turn.state, mode=Mode.COLLECTING, asking=spec.name, tries=0)
-        df.prompt(turn, spec, invalid=bool(value))
-        if not value:
-            # Forget the old value only now that the citizen is asked for a new one.
-            turn.state = replace(turn.state, slots=tuple((k, v) for k, v in turn.state.slots if k != slot))
-        return
-    turn.state = turn.state.with_slot(spec.name, SlotValue(new, "correction", turn.ts))
-    turn.say(f"corrected_{spec.validator}", value=new)
-    if was_confirming:
-        turn.state = replace(turn.state, mode=Mode.COLLECTING, asking=None)
-    df.next_step(turn)
