@@ -105,7 +105,15 @@ class Gateway:
         media = LocalMediaStore(settings.data_dir / "media")
         catalogue = Catalogue.load(default_language=tenant.language)
         staff = StaffContext(redis=redis, tenant=tenant, store=store, media=media, clock=clock)
-        intake = Intake(redis, store, engine_settings(settings), catalogue, tenant, clock=clock)
+        intake = Intake(
+            redis,
+            store,
+            engine_settings(settings),
+            catalogue,
+            tenant,
+            clock=clock,
+            wait_aof=settings.redis.wait_aof,
+        )
         gw = cls(settings, redis, sandbox, store, media, catalogue, intake, staff, clock=clock)
         gw.session = aiohttp.ClientSession()
         try:
@@ -180,7 +188,9 @@ class Gateway:
             self.tasks += self.email.start_pollers(self.stop_event)
         if "worker" in roles:
             self.tasks.append(asyncio.create_task(self._dispatcher().run(self.stop_event), name="dispatcher"))
-            scheduler = Scheduler(self.redis, self.settings.tenant.id, self.intake, self.staff, clock=self.clock)
+            scheduler = Scheduler(
+                self.redis, self.settings.tenant.id, self.intake, self.staff, clock=self.clock
+            )
             self.tasks.append(asyncio.create_task(scheduler.run(self.stop_event), name="scheduler"))
         return addresses
 

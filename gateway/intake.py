@@ -118,6 +118,7 @@ class Intake:
         *,
         rating_policy: RatingPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        wait_aof: bool = False,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -127,6 +128,7 @@ class Intake:
         self.tenant = tenant
         self.rating_policy = rating_policy
         self.clock = clock
+        self.wait_aof = wait_aof
         self.zone = ZoneInfo(tenant.timezone)
 
     # -- the turn ------------------------------------------------------------------------------
@@ -223,6 +225,10 @@ class Intake:
             return IntakeOutcome(texts=tuple(_stored_texts(result.reply or b"")), duplicate=True)
         metrics.inbound.labels(inbound.channel, "ticket" if result.ticket_id else "turn").inc()
         if result.ticket_id:
+            if self.wait_aof:
+                # Acknowledge the new ticket only once the server's AOF is fsynced (config
+                # redis.wait_aof): the citizen never holds an id a power cut could take back.
+                await self.redis.execute_command("WAITAOF", 1, 0, 2000)
             log.info("ticket filed", extra={"ticket": result.ticket_id, "channel": inbound.channel})
         return IntakeOutcome(texts=tuple(_stored_texts(result.reply or b"")))
 

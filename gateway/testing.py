@@ -109,6 +109,8 @@ def start_serve(
             if role == "redis":
                 return ServeProcess(process, addresses, data_dir, config_path)
     process.kill()
+    process.wait()
+    process.stdout.close()
     raise RuntimeError("sulai serve did not start:\n" + "".join(seen))
 
 
