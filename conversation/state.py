@@ -145,6 +145,8 @@ class ConversationState:
             "sms_opted_out": self.sms_opted_out,
             "channel": self.channel,
         }
+        # Absent rather than null: the staff side drops keys (e.g. pending_survey) to clear them.
+        data = {k: v for k, v in data.items() if v is not None}
         return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     @classmethod
