@@ -44,8 +44,9 @@ from channels.base import (
     SendErrorCode,
     address_channel,
 )
+from gateway import metrics
 from store import keys
-from store.outbox import Outbox, StreamEntry
+from store.outbox import GROUP, Outbox, StreamEntry
 from store.outbox_codec import Envelope
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 Render = Callable[[Outbound, str], RenderedMessage]
 # Which channel to try first when falling back; earlier is preferred.
 FALLBACK_ORDER = ("wechat", "sms", "email")
+OBSERVE_EVERY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +128,31 @@ class Dispatcher:
                 handled += 1
         return handled
 
+    async def observe(self) -> None:
+        """Outbox depth (entries not yet acknowledged, plus parked retries and quiet-hour pushes)
+        and the age of the oldest pending entry, for /metrics."""
+        now = self.clock()
+        for tenant in self.tenants:
+            stream = keys.outbox(tenant)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xpending(stream, GROUP)
+                pipe.xinfo_groups(stream)
+                pipe.zcard(keys.outbox_delayed(tenant))
+                pending, groups, delayed = await pipe.execute()
+            lag = next((int(g.get("lag") or 0) for g in groups if _text(g.get("name")) == GROUP), 0)
+            depth = int(pending.get("pending") or 0) + lag + int(delayed)
+            metrics.outbox_depth.labels(tenant).set(depth)
+            oldest = _text(pending.get("min") or "")
+            age = now - int(oldest.split("-")[0]) / 1000 if oldest else 0.0
+            metrics.outbox_oldest_age.labels(tenant).set(max(age, 0.0))
+
     async def run(self, stop: asyncio.Event) -> None:
+        observed = 0.0
         while not stop.is_set():
+            if time.monotonic() - observed > OBSERVE_EVERY_S:
+                observed = time.monotonic()
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await self.observe()
             try:
                 handled = await self.dispatch_once(
                     block_ms=self.settings.block_ms if len(self.tenants) == 1 else None
@@ -168,8 +193,11 @@ class Dispatcher:
                 raise SendError(SendErrorCode.UNREACHABLE, "address marked unreachable")
             result = await adapter.send(ob, self.render(ob, channel))
         except SendError as exc:
+            metrics.send_failures.labels(channel, str(exc.code)).inc()
+            metrics.sends.labels(channel, "failed").inc()
             await self._failed(tenant, entry, env, exc)
             return
+        metrics.sends.labels(channel, "sent").inc()
         await self.outbox.finish(
             tenant,
             entry,
@@ -243,3 +271,7 @@ class Dispatcher:
 
     async def retry_dead(self, tenant: str, entry_id: str) -> bool:
         return await self.outbox.retry_dead(tenant, entry_id)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

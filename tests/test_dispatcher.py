@@ -287,3 +287,20 @@ async def test_run_loop_sends_until_stopped(redis_client: aioredis.Redis) -> Non
     stop.set()
     await asyncio.wait_for(runner, 5)
     assert sorted(s[0] for s in sms.sent) == ["a", "b", "c"]
+
+
+
+async def test_outbox_depth_and_age_are_observed_for_metrics(redis_client: aioredis.Redis) -> None:
+    from gateway import metrics
+
+    sms, clock = StandInAdapter("sms"), Clock()
+    d = make(redis_client, clock, sms=sms)
+    await d.dispatch_once(block_ms=None)  # creates the consumer group on an empty stream
+    await Outbox(redis_client).enqueue(T, [ob("a"), ob("b")])
+    await d.observe()
+    assert metrics.outbox_depth.labels(T)._value.get() == 2
+    await d.dispatch_once()
+    await d.observe()
+    assert metrics.outbox_depth.labels(T)._value.get() == 0
+    assert metrics.outbox_oldest_age.labels(T)._value.get() == 0
+    assert metrics.sends.labels("sms", "sent")._value.get() >= 2
