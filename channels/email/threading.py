@@ -26,15 +26,21 @@ def subject_ticket_id(subject: str, prefix: str | None = None) -> str | None:
 
     A bracketed token wins; otherwise an unbracketed valid id anywhere in the subject. A token
     that fails its check digit is no reference (better a new ticket than someone else's)."""
-    folded = unicodedata.normalize("NFKC", subject)
-    for m in _BRACKETED.finditer(folded):
+    bracketed = _bracketed_ticket_id(subject, prefix)
+    if bracketed is not None:
+        return bracketed
+    for found in find_ticket_ids(unicodedata.normalize("NFKC", subject), prefix):
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _bracketed_ticket_id(subject: str, prefix: str | None = None) -> str | None:
+    for m in _BRACKETED.finditer(unicodedata.normalize("NFKC", subject)):
         try:
             return parse_ticket_id(m.group(1), prefix)
         except TicketIdError:
             continue
-    for found in find_ticket_ids(folded, prefix):
-        if isinstance(found, str):
-            return found
     return None
 
 
@@ -77,6 +83,6 @@ def tagged_subject(ticket_id: str | None, subject: str) -> str:
     subject = one_line(subject)
     if not ticket_id:
         return subject
-    if subject_ticket_id(subject) == ticket_id:
-        return subject
+    if _bracketed_ticket_id(subject) == ticket_id:
+        return subject  # "Re: [SN-…] …": the token is there already
     return f"[{ticket_id}] {subject}".strip()

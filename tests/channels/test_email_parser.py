@@ -177,4 +177,8 @@ def test_reply_headers_and_subject_tag() -> None:
     assert "\n" not in irt + refs and "Bcc" not in irt + refs
     assert tagged_subject("SN-261125-0042-1", "已受理：路灯") == "[SN-261125-0042-1] 已受理：路灯"
     assert tagged_subject("SN-261125-0042-1", "Re: [SN-261125-0042-1] x") == "Re: [SN-261125-0042-1] x"
+    # An id in running text is no token: the bracketed one is still added, for threading.
+    assert tagged_subject("SN-261125-0042-1", "已受理：工单号 SN-261125-0042-1") == (
+        "[SN-261125-0042-1] 已受理：工单号 SN-261125-0042-1"
+    )
     assert tagged_subject(None, "a\r\nBcc: x@evil") == "a Bcc: x@evil"
