@@ -32,7 +32,7 @@ from store.model import (
     ticket_from_hash,
 )
 
-IndexName = Literal["status", "unit", "citizen", "created"]
+IndexName = Literal["status", "unit", "citizen", "created", "entered_by"]
 Clock = Callable[[], float]
 
 
@@ -193,6 +193,8 @@ class CaseStore:
             return keys.index_unit(tenant, value)
         if by == "citizen":
             return keys.index_citizen(tenant, value)
+        if by == "entered_by":  # tickets a staff member entered on a citizen's behalf (QueueAdd)
+            return keys.index_entered_by(tenant, value)
         return keys.index_created(tenant)
 
     async def list_tickets(

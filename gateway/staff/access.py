@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
 
 from gateway.staff.auth import Role, Staff
+from store.model import Ticket
 
 # Every action a route may require. Routes name one each; a test checks the route table covers
 # every action and the matrix covers every role.
@@ -82,12 +82,12 @@ def allowed(staff: Staff, action: str) -> bool:
     return action in POLICY[staff.role]
 
 
-def can_see(staff: Staff, ticket: Mapping[str, Any]) -> bool:
+def can_see(staff: Staff, ticket: Ticket) -> bool:
     """Whether ``staff`` may know this ticket exists at all."""
     if staff.role is Role.UNIT:
-        return bool(staff.unit) and ticket.get("unit") == staff.unit
+        return bool(staff.unit) and ticket.unit == staff.unit
     if staff.role is Role.GRIDWORKER:
-        return ticket.get("entered_by") == staff.id
+        return ticket.provenance.get("entered_by") == staff.id
     return staff.role is not Role.VIEWER
 
 

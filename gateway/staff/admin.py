@@ -10,10 +10,11 @@ from typing import Any
 from gateway.staff import queries, survey
 from gateway.staff.context import StaffContext
 from gateway.staff.errors import ApiError, Field, not_found
+from gateway.staff.queries import Plan, Snapshot
 from gateway.staff.routing import Call, Result
 from gateway.staff.tickets_read import ticket_view, visible_ticket
 from store import keys
-from store.model import OPEN_STATUSES, IllegalTransition, TicketEvent
+from store.model import OPEN_STATUSES, AddEvent, IllegalTransition, Ticket, TicketEvent
 from store.outbox import Outbox
 from store.outbox_codec import outbound_to_json
 
@@ -159,13 +160,10 @@ async def retry_dead_letter(ctx: StaffContext, call: Call) -> Result:
 
 async def _queue(ctx: StaffContext, call: Call, key: str) -> list[dict[str, Any]]:
     limit = int(call.query.get("limit", 100))
-    out = []
     members: Any = await ctx.redis.zrange(key, 0, limit - 1, withscores=True)
-    for member, score in members:
-        ticket = await queries.load_ticket(ctx.redis, ctx.tid, _s(member))
-        if ticket is not None:
-            out.append({"since": score, "ticket": ticket_view(ctx, call.staff, ticket)})
-    return out
+    since = {_s(m): float(score) for m, score in members}
+    tickets = await ctx.cases.get_tickets(ctx.tid, list(since))
+    return [{"since": since[t.id], "ticket": ticket_view(ctx, call.staff, t)} for t in tickets]
 
 
 async def callbacks(ctx: StaffContext, call: Call) -> Result:
@@ -173,25 +171,35 @@ async def callbacks(ctx: StaffContext, call: Call) -> Result:
 
 
 async def record_callback(ctx: StaffContext, call: Call) -> Result:
-    """The outcome of a call-back (回访): a rating given on the phone, or 'not reached'."""
+    """The outcome of a call-back (回访): a rating given on the phone, or 'not reached'. Either
+    is one write with the Idempotency-Key mark; a rating follows the survey policy."""
     ticket = await visible_ticket(ctx, call.staff, call.path["ticket_id"])
-    if await ctx.redis.zscore(keys.callback_list(ctx.tid), ticket["id"]) is None:
-        raise ApiError(409, "not_on_callback_list", f"{ticket['id']} is not on the call-back list")
+    if await ctx.redis.zscore(keys.callback_list(ctx.tid), ticket.id) is None:
+        raise ApiError(409, "not_on_callback_list", f"{ticket.id} is not on the call-back list")
     comment = call.body.get("comment", "")
+
+    def respond(after: Ticket) -> tuple[int, Any]:
+        return 200, ticket_view(ctx, call.staff, after)
+
     if not call.body["reached"]:
-        await queries.mutate(
-            ctx.redis, ctx.tid, ticket["id"],
-            lambda t, n: queries.Change(events=[TicketEvent("callback", call.staff.actor, ctx.clock(), {"reached": False, "comment": comment})]),
-            ctx.clock(),
-        )  # fmt: skip
-        return 200, ticket_view(ctx, call.staff, ticket)
+
+        def decide(snaps: dict[str, Snapshot], now: float) -> Plan:
+            event = TicketEvent("callback", call.staff.actor, now, {"reached": False, "comment": comment})
+            return Plan(changes=[AddEvent(ticket.id, event)])
+
+        done = await queries.mutate(
+            ctx, ticket, decide, actor=call.staff.actor, idem=call.idem, respond=respond
+        )
+        return done.response or respond(done.ticket)
     if "rating" not in call.body:
         raise ApiError(400, "missing_field", "rating is required when the citizen was reached", "rating")
     try:
-        after = await survey.record_rating(ctx, ticket["id"], call.body["rating"], comment, call.staff.actor)
+        done = await survey.record_rating(
+            ctx, ticket.id, call.body["rating"], comment, call.staff.actor, idem=call.idem, respond=respond
+        )
     except (survey.NotAwaitingRating, IllegalTransition) as exc:
         raise ApiError(409, "illegal_transition", str(exc)) from None
-    return 200, ticket_view(ctx, call.staff, after)
+    return done.response or respond(done.ticket)
 
 
 async def supervision(ctx: StaffContext, call: Call) -> Result:

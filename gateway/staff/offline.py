@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 from typing import Any
 
 import phonenumbers
 
-from channels.base import Outbound, Purpose, tel_address
+from channels.base import MediaRef, Outbound, Purpose, tel_address
 from gateway.staff import queries
 from gateway.staff.context import StaffContext
 from gateway.staff.errors import MAX_UPLOAD_BODY, ApiError, Field
 from gateway.staff.routing import Call, Result
-from gateway.staff.tickets_read import ticket_view
-from store.model import TicketEvent
+from gateway.staff.tickets_read import end_of_day, ticket_view
+from store.apply import TICKET_ID_PLACEHOLDER
+from store.model import NewTicket, QueueAdd, Ticket
+from store.ticketid import new_query_code
 
 CREATE_BODY = (
     Field("description", required=True, min_length=1, max_length=4000),
@@ -50,9 +53,9 @@ def _phone(raw: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-async def _save_scan(ctx: StaffContext, body: dict[str, Any]) -> list[dict[str, Any]]:
+async def _save_scan(ctx: StaffContext, body: dict[str, Any]) -> tuple[MediaRef, ...]:
     if "letter_scan" not in body:
-        return []
+        return ()
     try:
         data = base64.b64decode(body["letter_scan"], validate=True)
     except (binascii.Error, ValueError):
@@ -64,60 +67,72 @@ async def _save_scan(ctx: StaffContext, body: dict[str, Any]) -> list[dict[str, 
     if ctx.media is None:
         raise ApiError(422, "no_media_store", "this gateway has no media store for scans", "letter_scan")
     ctype = body.get("letter_scan_type", "application/octet-stream")
-    saver = getattr(ctx.media, "save", None) or ctx.media.put
-    ref = await saver(data, ctype, "letter-scan")
-    return [
-        {
-            "media_id": ref.media_id,
-            "content_type": ref.content_type,
-            "size": ref.size,
-            "filename": "letter-scan",
-        }
-    ]
+    ref = await ctx.media.save(data, ctype, "letter-scan")
+    return (MediaRef(ref.media_id, ref.content_type, ref.size, ref.filename or "letter-scan"),)
+
+
+def _reply_deadline(ctx: StaffContext, now: float) -> float:
+    """What the citizen is promised: the end of the local day ``reply_deadline_days`` ahead."""
+    day = dt.datetime.fromtimestamp(now, ctx.tenant.zone).date()
+    return end_of_day(ctx, day + dt.timedelta(days=ctx.tenant.reply_deadline_days))
+
+
+def new_ticket(ctx: StaffContext, call: Call, attachments: tuple[MediaRef, ...], now: float) -> NewTicket:
+    """The store's NewTicket for a request entered on a citizen's behalf. Without a phone the
+    citizen is only reachable through the member who entered it (``staff:<id>``: no pushes)."""
+    body = call.body
+    phone = _phone(body["phone"]) if body.get("phone") else ""
+    citizen = tel_address(phone) if phone else f"staff:{call.staff.id}"
+    letter = body.get("letter_date")
+    provenance = {
+        "entered_by": call.staff.id,
+        "entered_by_name": call.staff.name,
+        "entered_at": repr(now),
+        "grid": body.get("grid", ""),
+        "letter_date": letter.isoformat() if letter else "",
+    }
+    return NewTicket(
+        channel="offline",
+        citizen=citizen,
+        description=body["description"],
+        intake_type=body.get("intake_type", "citizen"),
+        company=body.get("company", ""),
+        credit_code=body.get("credit_code", ""),
+        category=body.get("category", ""),
+        location_text=body.get("location", ""),
+        phone=phone,
+        name=body.get("name", ""),
+        attachments=attachments,
+        entry_point=body.get("entry_point") or ("grid" if body.get("grid") else "staff"),
+        reply_deadline=_reply_deadline(ctx, now),
+        language=ctx.tenant.language,
+        query_code=new_query_code(),
+        provenance=provenance,
+    )
 
 
 async def create_on_behalf(ctx: StaffContext, call: Call) -> Result:
-    body = call.body
-    fields: dict[str, Any] = {
-        k: body.get(k, "")
-        for k in ("description", "location", "category", "name", "company", "credit_code", "entry_point")
-    }
-    fields["intake_type"] = body.get("intake_type", "citizen")
-    fields["entry_point"] = fields["entry_point"] or ("grid" if body.get("grid") else "staff")
-    fields["channel"] = "offline"
-    fields["entered_by"] = call.staff.id
-    addresses: list[str] = []
-    if body.get("phone"):
-        fields["phone"] = _phone(body["phone"])
-        addresses.append(tel_address(fields["phone"]))
-    fields["citizen"] = addresses[0] if addresses else ""
-    fields["addresses"] = addresses
-    letter = body.get("letter_date")
-    fields["provenance"] = {
-        "entered_by": call.staff.id,
-        "entered_by_name": call.staff.name,
-        "grid": body.get("grid", ""),
-        "letter_date": letter.isoformat() if letter else None,
-    }
-    fields["attachments"] = await _save_scan(ctx, body)
+    attachments = await _save_scan(ctx, call.body)
     now = ctx.clock()
-    event = TicketEvent(
-        "created", call.staff.actor, now, {"channel": "offline", "provenance": fields["provenance"]}
-    )
-
-    def outbounds(tid: str, code: str) -> list[Outbound]:
-        if not addresses:
-            return []
-        return [
+    new = new_ticket(ctx, call, attachments, now)
+    ph = TICKET_ID_PLACEHOLDER
+    outbox = []
+    if new.phone:
+        outbox.append(
             Outbound(
-                id=f"{tid}:0:created", tenant=ctx.tid, recipient=addresses[0], purpose=Purpose.TICKET_CREATED,
-                key="ticket.created_offline", params={"ticket_id": tid, "query_code": code}, ticket_id=tid,
+                id=f"{ph}:0:created", tenant=ctx.tid, recipient=new.citizen, purpose=Purpose.TICKET_CREATED,
+                key="ticket.created_offline", params={"ticket_id": ph, "query_code": new.query_code},
+                ticket_id=ph, language=new.language,
             )
-        ]  # fmt: skip
+        )  # fmt: skip
 
-    ticket = await queries.create_ticket(
-        ctx.redis, ctx.tid, ctx.tenant.prefix, ctx.tenant.zone, fields, event, outbounds, now
-    )
-    view = ticket_view(ctx, call.staff, ticket)
-    view["query_code"] = ticket["query_code"]
-    return 201, view
+    def respond(ticket: Ticket) -> tuple[int, Any]:
+        view = ticket_view(ctx, call.staff, ticket)
+        view["query_code"] = ticket.query_code  # shown once, to the member who entered it
+        return 201, view
+
+    done = await queries.create(
+        ctx, new, actor=call.staff.actor, changes=[QueueAdd(ph, "entered_by", now, owner=call.staff.id)],
+        outbox=outbox, idem=call.idem, respond=respond,
+    )  # fmt: skip
+    return done.response or respond(done.ticket)

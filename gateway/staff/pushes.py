@@ -8,7 +8,9 @@ SMS, threaded email, WeChat template outside the 48 h window). Catalogue keys us
 {ticket_id, unit, text} · ``status.resolved`` {ticket_id, text} · ``status.redispatched``
 {ticket_id, attempt} · ``status.rejected`` {ticket_id, reason} · ``status.merged`` {ticket_id,
 into} · ``status.more_info`` {ticket_id, question} · ``ticket.created_offline`` {ticket_id,
-query_code} · ``survey.ask`` {ticket_id} · ``survey.reminder`` {ticket_id}.
+query_code} · ``survey.ask`` {ticket_id} · ``survey.reminder`` {ticket_id} ·
+``survey.closed_unrated`` {ticket_id}. :data:`PUSH_KEYS` lists them; a test renders each in
+every catalogue language.
 
 Quiet hours (tenant local time, default 21:30–08:00): a non-urgent push gets ``not_before`` at
 the end of the window, so nobody's phone buzzes at midnight about a pothole. A citizen who is
@@ -24,9 +26,30 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 
 from channels.base import Outbound, Purpose
+from gateway.staff import queries
+from gateway.staff.context import StaffContext
+from gateway.staff.queries import Plan, Snapshot
 from store import keys
+from store.model import AddEvent, Ticket, TicketEvent
 
 ACTIVE_WINDOW = 15 * 60
+Where = tuple[str | None, float]  # (recipient, not_before) of a push to the citizen
+
+# Every catalogue key the staff side pushes, with the parameters it passes (ticket_id always).
+PUSH_KEYS: Mapping[str, tuple[str, ...]] = {
+    "ticket.created_offline": ("query_code",),
+    "status.accepted": (),
+    "status.assigned": ("unit",),
+    "status.replied": ("unit", "text"),
+    "status.resolved": ("text",),
+    "status.redispatched": ("attempt",),
+    "status.rejected": ("reason",),
+    "status.merged": ("into",),
+    "status.more_info": ("question",),
+    "survey.ask": (),
+    "survey.reminder": (),
+    "survey.closed_unrated": (),
+}
 
 
 def quiet_until(now: float, zone: ZoneInfo, window: tuple[dt.time, dt.time] | None) -> float:
@@ -62,7 +85,7 @@ async def citizen_active(redis: aioredis.Redis, tenant: str, address: str, now: 
 def build_push(
     *,
     tenant: str,
-    ticket: Mapping[str, object],
+    ticket: Ticket,
     recipient: str,
     key: str,
     params: Mapping[str, str],
@@ -72,7 +95,7 @@ def build_push(
 ) -> Outbound:
     """One push. ``cause`` makes the id deterministic (ticket + event number), so a replayed
     staff request cannot queue a second copy."""
-    tid = str(ticket["id"])
+    tid = ticket.id
     return Outbound(
         id=f"{tid}:{cause}",
         tenant=tenant,
@@ -82,7 +105,7 @@ def build_push(
         params={"ticket_id": tid, **params},
         ticket_id=tid,
         not_before=not_before,
-        language=str(ticket.get("language") or "zh-CN"),
+        language=ticket.language or "zh-CN",
     )
 
 
@@ -99,3 +122,32 @@ async def push_time(
     if until and await citizen_active(redis, tenant, recipient, now):
         return 0.0
     return until
+
+
+async def where_to(ctx: StaffContext, ticket: Ticket) -> Where:
+    """Whom a push about ``ticket`` goes to, and when (quiet hours)."""
+    recipient = queries.contact_address(ticket)
+    if recipient is None:
+        return None, 0.0
+    when = await push_time(ctx.redis, ctx.tid, recipient, ctx.clock(), ctx.tenant.zone, ctx.quiet_window)
+    return recipient, when
+
+
+def push(
+    ctx: StaffContext, plan: Plan, snap: Snapshot, where: Where, key: str, now: float,
+    purpose: Purpose = Purpose.STATUS, *, event: bool = True, **params: str,
+) -> None:  # fmt: skip
+    """Add a push to the citizen to ``plan``, with a ``push`` event on the ticket (the timeline
+    shows its delivery status). The id derives from the ticket's event count, so a repeated
+    decision cannot queue a second copy."""
+    recipient, not_before = where
+    if recipient is None:
+        return
+    o = build_push(
+        tenant=ctx.tid, ticket=snap.ticket, recipient=recipient, key=key, params=params,
+        cause=f"{snap.n_events}:{key}", not_before=not_before, purpose=purpose,
+    )  # fmt: skip
+    plan.outbox.append(o)
+    if event:
+        payload = {"key": key, "outbound_id": o.id}
+        plan.changes.append(AddEvent(snap.ticket.id, TicketEvent("push", "system", now, payload)))

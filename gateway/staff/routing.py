@@ -4,13 +4,17 @@ The wrapper does, in order, for every route: JSON errors, authentication (401), 
 (403), query and body validation against the declared fields, and Idempotency-Key handling for
 mutating routes. Handlers receive a validated :class:`Call` and return ``(status, body)``. The
 OpenAPI document is generated from the same specs (``openapi.py``).
+
+An ``atomic`` route writes the Idempotency-Key mark inside its own store write: its handler gets
+``call.idem`` and returns the exact stored response (a ``web.Response``) when it wrote the mark,
+or a plain ``(status, body)`` when it changed nothing (then the wrapper remembers the answer).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +33,7 @@ class Call:
     path: dict[str, str]
     query: dict[str, Any]
     body: dict[str, Any]
+    idem: idempotency.Mark | None = None  # set for atomic routes called with an Idempotency-Key
 
 
 Result = tuple[int, Any] | web.StreamResponse
@@ -49,6 +54,7 @@ class RouteSpec:
     max_body: int = MAX_JSON_BODY
     binary: bool = False  # answers bytes, not JSON
     object_level: bool = False  # the route reads a ticket: unknown or not yours → 404
+    atomic: bool = False  # the handler writes the Idempotency-Key mark with its action
     tags: tuple[str, ...] = field(default=("tickets",))
 
     @property
@@ -108,7 +114,19 @@ async def _serve(ctx: StaffContext, spec: RouteSpec, request: web.Request) -> we
     if key is None:
         return await run()
     fp = idempotency.fingerprint(request.method, request.path, raw_body)
-    return await idempotency.run_once(ctx.redis, ctx.tid, staff.id, key, fp, run)
+    ext = idempotency.external_id(staff.id, key)
+    if not spec.atomic:
+        return await idempotency.run_once(ctx.redis, ctx.tid, ext, fp, run)
+    marked_call = replace(call, idem=idempotency.Mark(ext, fp))
+
+    async def run_marked() -> tuple[web.Response, bool]:
+        result = await spec.handler(ctx, marked_call)
+        if isinstance(result, web.Response):
+            return result, True
+        assert isinstance(result, tuple), "atomic routes answer JSON"
+        return _json(*result), False
+
+    return await idempotency.run_atomic(ctx.redis, ctx.tid, ext, fp, run_marked)
 
 
 def install(app: web.Application, ctx: StaffContext, specs: Sequence[RouteSpec]) -> None:

@@ -1,123 +1,170 @@
 """The satisfaction survey (满意度评价) and re-dispatch (二次交办).
 
-On resolve the citizen is asked to rate in their own channel (``survey.ask``); the conversation
-state gets ``pending_survey`` so the engine reads the next answer as a rating. Two timers follow:
-a reminder after ``survey_reminder_hours`` and expiry after ``survey_expiry_hours``, which closes
-the ticket as "not rated" and puts it on the call-back list (回访), where staff record the phone
-call's outcome as the rating.
+On resolve the citizen is asked to rate in their own channel (``survey.ask``) and, in the same
+write, their conversation state gets ``pending_survey`` (the ticket id) so the engine reads the
+next answer as a rating. Two timers follow: a reminder after ``survey_reminder_hours`` and expiry
+after ``survey_expiry_hours``, which closes the ticket as "not rated" and puts it on the
+call-back list (回访), where staff record the phone call's outcome as the rating.
 
-A rating of 4 (satisfied) or 5 closes the ticket. Anything lower sends it back to the dispatcher
-queue (status ``redispatched``) with the citizen's comment: the attempt counter increments, the
-unit that failed is recorded and the citizen is told. Once ``max_redispatch`` attempts have
-failed the ticket is also flagged for supervision (``keys.supervision_queue``).
+:func:`rating_changes` is the policy, pure and in store terms, so a citizen's rating can go into
+the same atomic write as their conversation turn (gateway/intake.py) and a call-back's into the
+staff write (:func:`record_rating`). A rating of 4 (satisfied) or 5 closes the ticket. Anything
+lower sends it back to the dispatcher queue (``redispatched``; from a call-back on a ticket
+closed unrated, ``accepted``) with the citizen's comment: ``attempts`` increments, the unit that
+failed is recorded and cleared, and the citizen is told. Once ``max_redispatch`` attempts have
+failed the ticket is also flagged for supervision (``supervision`` field + the supervision queue).
 
 Timer payloads are ``{"kind": "staff.survey_reminder" | "staff.survey_expiry", "ticket_id",
-"attempt"}``; the scheduler hands them to :func:`handle_timer`.
+"attempt"}`` (attempt = ``attempts + 1``, the dispatch round being rated); the scheduler hands
+them to :func:`handle_timer`.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from channels.base import Purpose
+from channels.base import Outbound, Purpose
+from conversation.state import ConversationState
+from gateway.config import TenantSettings
 from gateway.staff import pushes, queries
 from gateway.staff.context import StaffContext
-from store import keys
-from store.model import TicketEvent, TicketStatus, check_move
+from gateway.staff.queries import Plan, Snapshot
+from store.apply import TicketNotFound, TimerSet
+from store.model import (
+    AddEvent,
+    CountDay,
+    ExtendField,
+    IllegalTransition,
+    IncrField,
+    QueueAdd,
+    QueueRemove,
+    SetFields,
+    SetStatus,
+    Ticket,
+    TicketChange,
+    TicketEvent,
+    TicketStatus,
+    check_move,
+)
 
 SATISFIED = 4
 TIMER_REMINDER = "staff.survey_reminder"
 TIMER_EXPIRY = "staff.survey_expiry"
-NOT_RATED = "not_rated"
+PENDING, RATED, NOT_RATED = "pending", "rated", "not_rated"  # Ticket.rating_state
 
 
 class NotAwaitingRating(ValueError):
     """A rating for a ticket that is not waiting for one (not resolved, or already rated)."""
 
 
+@dataclass(frozen=True, slots=True)
+class RatingEffects:
+    """What recording a rating writes, in store terms. Work-queue moves (off the call-back list,
+    onto the supervision queue) are ``QueueAdd``/``QueueRemove`` entries of ``changes``, so a
+    caller passing ``changes`` to its Write gets them too."""
+
+    changes: list[TicketChange] = field(default_factory=list)
+    outbox: list[Outbound] = field(default_factory=list)
+    timers_cancel: list[str] = field(default_factory=list)
+
+    @property
+    def queue_ops(self) -> list[QueueAdd | QueueRemove]:
+        return [c for c in self.changes if isinstance(c, QueueAdd | QueueRemove)]
+
+
 def timer_ids(ticket_id: str, attempt: int) -> tuple[str, str]:
     return f"survey-reminder:{ticket_id}:{attempt}", f"survey-expiry:{ticket_id}:{attempt}"
 
 
-def start(ctx: StaffContext, ticket: dict[str, Any], change: queries.Change, n: int, now: float) -> None:
-    """Add the survey to a resolve change: the question and both timers."""
-    recipient = queries.contact_address(ticket)
+def _drop_survey(ticket_id: str) -> queries.ConvPatch:
+    def patch(state: ConversationState) -> ConversationState:
+        return replace(state, pending_survey=None) if state.pending_survey == ticket_id else state
+
+    return patch
+
+
+def start(ctx: StaffContext, snap: Snapshot, plan: Plan, where: tuple[str | None, float], now: float) -> None:
+    """Add the survey to a resolve plan: the question, both timers, the conversation mark."""
+    t, recipient = snap.ticket, where[0]
     if recipient is None:
         return  # nobody to ask (offline letter without a phone): the call-back list covers it
-    attempt = int(ticket.get("attempt") or 1)
-    change.outbounds.append(
-        pushes.build_push(
-            tenant=ctx.tid, ticket=ticket, recipient=recipient, key="survey.ask", params={},
-            cause=f"{n}:survey", purpose=Purpose.SURVEY,
-        )
-    )  # fmt: skip
-    reminder_id, expiry_id = timer_ids(ticket["id"], attempt)
-    payload = {"ticket_id": ticket["id"], "attempt": attempt}
-    change.timers.append(
-        (reminder_id, now + ctx.tenant.survey_reminder_hours * 3600, {**payload, "kind": TIMER_REMINDER})
-    )
-    change.timers.append(
-        (expiry_id, now + ctx.tenant.survey_expiry_hours * 3600, {**payload, "kind": TIMER_EXPIRY})
-    )
-
-
-async def mark_pending(ctx: StaffContext, ticket: dict[str, Any]) -> None:
-    recipient = queries.contact_address(ticket)
-    if recipient is not None:
-        survey = {"ticket_id": ticket["id"], "attempt": int(ticket.get("attempt") or 1)}
-        await queries.patch_conversation(ctx.redis, ctx.tid, recipient, {"pending_survey": survey})
-
-
-def _rating_decision(
-    ctx: StaffContext, t: dict[str, Any], rating: int, comment: str, actor: str, now: float, n: int
-) -> queries.Change:
-    status = TicketStatus(t["status"])
-    if status is not TicketStatus.RESOLVED and not (
-        status is TicketStatus.CLOSED and t.get("rating_state") == NOT_RATED
+    attempt = t.attempts + 1
+    pushes.push(ctx, plan, snap, where, "survey.ask", now, Purpose.SURVEY, event=False)
+    reminder_id, expiry_id = timer_ids(t.id, attempt)
+    payload = {"ticket_id": t.id, "attempt": attempt}
+    for timer_id, hours, kind in (
+        (reminder_id, ctx.tenant.survey_reminder_hours, TIMER_REMINDER),
+        (expiry_id, ctx.tenant.survey_expiry_hours, TIMER_EXPIRY),
     ):
-        raise NotAwaitingRating(f"ticket {t['id']} is {status}, not waiting for a rating")
-    attempt = int(t.get("attempt") or 1)
-    unit = str(t.get("unit") or "")
-    ch = queries.Change()
-    ch.cancel_timers.extend(timer_ids(t["id"], attempt))
-    ch.events.append(TicketEvent("rating", actor, now, {"rating": rating, "comment": comment, "unit": unit}))
-    ok = rating >= SATISFIED
+        plan.timers_set.append(TimerSet(timer_id, now + hours * 3600, json.dumps({**payload, "kind": kind})))
+    plan.conversation = lambda st: replace(st, pending_survey=t.id)
+
+
+def rating_changes(
+    ticket: Ticket,
+    rating: int,
+    comment: str,
+    actor: str,
+    now: float,
+    tenant: TenantSettings,
+    *,
+    amend: bool = False,
+) -> RatingEffects:
+    """The survey policy for one rating (pure). Raises NotAwaitingRating (a ValueError) when the
+    ticket is not waiting for one, ValueError for a rating outside 1-5. ``amend`` attaches a late
+    comment to the rating already recorded and changes no status."""
+    if not 1 <= rating <= 5:
+        raise ValueError(f"rating must be 1-5, got {rating}")
+    tid = ticket.id
+    if amend:
+        if ticket.rating_state != RATED:
+            raise NotAwaitingRating(f"ticket {tid} has no rating to comment on")
+        event = TicketEvent("rating_comment", actor, now, {"comment": comment})
+        return RatingEffects(changes=[SetFields(tid, {"rating_comment": comment}), AddEvent(tid, event)])
+    status = ticket.status
+    callback = status is TicketStatus.CLOSED and ticket.rating_state == NOT_RATED
+    if not (status is TicketStatus.RESOLVED and ticket.rating_state != RATED) and not callback:
+        raise NotAwaitingRating(f"ticket {tid} is {status}, not waiting for a rating")
+    attempt, unit, ok = ticket.attempts + 1, ticket.unit, rating >= SATISFIED
     counters = ["rated", f"rated:{unit}"] + (["satisfied", f"satisfied:{unit}"] if ok else [])
-    ch.extra.append(lambda p: queries.count_day(p, ctx.tid, ctx.tenant.zone, now, *counters))
-    ch.fields.update({"rating": float(rating), "rating_comment": comment, "rating_state": "rated"})
-    ch.extra.append(lambda p: p.zrem(keys.callback_list(ctx.tid), t["id"]))
+    fx = RatingEffects(timers_cancel=list(timer_ids(tid, attempt)))
+    fx.changes.append(
+        AddEvent(tid, TicketEvent("rating", actor, now, {"rating": rating, "comment": comment, "unit": unit}))
+    )
+    fx.changes.append(SetFields(tid, {"rating": rating, "rating_comment": comment, "rating_state": RATED}))
+    fx.changes.extend(CountDay(name) for name in counters)
+    fx.changes.append(QueueRemove(tid, "callbacks"))
     if ok:
         if status is TicketStatus.RESOLVED:
-            ch.fields["status"] = str(TicketStatus.CLOSED)
-            ch.events.append(TicketEvent("status", actor, now, {"from": str(status), "to": "closed"}))
-        return ch
+            fx.changes.append(SetStatus(tid, TicketStatus.CLOSED, actor, {"rating": rating}))
+        return fx
     # Unsatisfied: back to the dispatcher (a closed-then-called-back ticket reopens as accepted).
     target = TicketStatus.REDISPATCHED if status is TicketStatus.RESOLVED else TicketStatus.ACCEPTED
-    check_move(t["id"], status, target)
-    failed = [*(t.get("failed_units") or []), unit]
-    ch.fields.update(
-        {"status": str(target), "attempt": float(attempt + 1), "failed_units": failed, "unit": ""}
-    )
-    ch.events.append(
-        TicketEvent(
-            "redispatched", actor, now, {"attempt": attempt + 1, "failed_unit": unit, "comment": comment}
-        )
-    )
-    if attempt >= ctx.tenant.max_redispatch:
-        ch.fields["flag"] = "supervision"
-        ch.extra.append(lambda p: p.zadd(keys.supervision_queue(ctx.tid), {t["id"]: now}))
-        ch.events.append(
-            TicketEvent("flagged", "system", now, {"reason": "redispatch_limit", "attempts": attempt})
-        )
-    recipient = queries.contact_address(t)
+    check_move(tid, status, target)
+    fx.changes.extend([
+        SetStatus(tid, target, actor, {"rating": rating}),
+        IncrField(tid, "attempts"),
+        ExtendField(tid, "failed_units", (unit,), unique=False),
+        SetFields(tid, {"unit": ""}),
+        AddEvent(tid, TicketEvent("redispatched", actor, now, {"attempt": attempt + 1, "failed_unit": unit, "comment": comment})),
+    ])  # fmt: skip
+    if attempt >= tenant.max_redispatch:
+        fx.changes.extend([
+            SetFields(tid, {"supervision": True}),
+            QueueAdd(tid, "supervision", now),
+            AddEvent(tid, TicketEvent("flagged", "system", now, {"reason": "redispatch_limit", "attempts": attempt})),
+        ])  # fmt: skip
+    recipient = queries.contact_address(ticket)
     if recipient:
-        ch.outbounds.append(
+        fx.outbox.append(
             pushes.build_push(
-                tenant=ctx.tid, ticket=t, recipient=recipient, key="status.redispatched",
-                params={"attempt": str(attempt + 1)}, cause=f"{n}:redispatched",
+                tenant=ticket.tenant, ticket=ticket, recipient=recipient, key="status.redispatched",
+                params={"attempt": str(attempt + 1)}, cause=f"rating:{attempt}:redispatched",
             )
         )  # fmt: skip
-    return ch
+    return fx
 
 
 async def record_rating(
@@ -128,86 +175,85 @@ async def record_rating(
     actor: str = "citizen",
     *,
     amend: bool = False,
-) -> dict[str, Any]:
-    """Apply a rating (from the engine's RecordRating, or a call-back). Returns the ticket after.
+    idem: Any = None,
+    respond: queries.Responder | None = None,
+) -> queries.Done:
+    """Apply a rating outside a conversation turn (a call-back's outcome; tests) in one write,
+    dropping the citizen's ``pending_survey`` for this ticket in the same write."""
+    ticket = await queries.load_ticket(ctx, ticket_id)
+    if ticket is None:
+        raise TicketNotFound(ticket_id)
 
-    ``amend`` attaches a late comment to the rating already recorded, changing no status.
-    """
-    if not 1 <= rating <= 5:
-        raise ValueError(f"rating must be 1-5, got {rating}")
-    now = ctx.clock()
-    if amend:
+    def decide(snaps: dict[str, Snapshot], now: float) -> Plan:
+        fx = rating_changes(snaps[ticket_id].ticket, rating, comment, actor, now, ctx.tenant, amend=amend)
+        return Plan(
+            changes=fx.changes,
+            outbox=fx.outbox,
+            timers_cancel=fx.timers_cancel,
+            conversation=_drop_survey(ticket_id),
+        )
 
-        def add_comment(t: dict[str, Any], n: int) -> queries.Change:
-            ch = queries.Change(fields={"rating_comment": comment})
-            ch.events.append(TicketEvent("rating_comment", actor, now, {"comment": comment}))
-            return ch
-
-        ticket, _ = await queries.mutate(ctx.redis, ctx.tid, ticket_id, add_comment, now)
-        return ticket
-    ticket, _ = await queries.mutate(
-        ctx.redis,
-        ctx.tid,
-        ticket_id,
-        lambda t, n: _rating_decision(ctx, t, rating, comment, actor, now, n),
-        now,
-    )
-    recipient = queries.contact_address(ticket)
-    if recipient:
-        await queries.patch_conversation(ctx.redis, ctx.tid, recipient, {}, drop_keys=("pending_survey",))
-    return ticket
+    return await queries.mutate(ctx, ticket, decide, actor=actor, idem=idem, respond=respond)
 
 
 async def handle_timer(ctx: StaffContext, payload: dict[str, Any]) -> bool:
     """Fire a survey timer. False when it no longer applies (already rated, reopened …)."""
     kind, tid = payload.get("kind"), str(payload.get("ticket_id", ""))
-    now = ctx.clock()
-    ticket = await queries.load_ticket(ctx.redis, ctx.tid, tid)
-    if ticket is None or ticket.get("status") != TicketStatus.RESOLVED:
+    ticket = await queries.load_ticket(ctx, tid) if tid and "{" not in tid and "}" not in tid else None
+    if ticket is None or not _awaiting(ticket, payload):
         return False
-    if int(ticket.get("attempt") or 1) != int(payload.get("attempt", 0)):
-        return False
+    where = (queries.contact_address(ticket), 0.0)
+    if where[0] is not None:
+        where = await pushes.where_to(ctx, ticket)
     if kind == TIMER_REMINDER:
-        return await _remind(ctx, tid, now)
-    if kind == TIMER_EXPIRY:
-        return await _expire(ctx, tid, now)
-    return False
-
-
-async def _remind(ctx: StaffContext, tid: str, now: float) -> bool:
-    def decide(t: dict[str, Any], n: int) -> queries.Change:
-        ch = queries.Change()
-        recipient = queries.contact_address(t)
-        if recipient:
-            ch.outbounds.append(
-                pushes.build_push(
-                    tenant=ctx.tid, ticket=t, recipient=recipient, key="survey.reminder", params={},
-                    cause=f"{n}:survey-reminder", purpose=Purpose.REMINDER,
-                )
-            )  # fmt: skip
-        ch.events.append(TicketEvent("survey_reminder", "system", now, {}))
-        return ch
-
-    await queries.mutate(ctx.redis, ctx.tid, tid, decide, now)
-    return True
-
-
-async def _expire(ctx: StaffContext, tid: str, now: float) -> bool:
-    def decide(t: dict[str, Any], n: int) -> queries.Change:
-        if t.get("status") != TicketStatus.RESOLVED:
-            raise NotAwaitingRating(tid)
-        ch = queries.Change(fields={"status": str(TicketStatus.CLOSED), "rating_state": NOT_RATED})
-        ch.events.append(
-            TicketEvent("status", "system", now, {"from": "resolved", "to": "closed", "reason": NOT_RATED})
-        )
-        ch.extra.append(lambda p: p.zadd(keys.callback_list(ctx.tid), {tid: now}))
-        return ch
-
-    try:
-        ticket, _ = await queries.mutate(ctx.redis, ctx.tid, tid, decide, now)
-    except NotAwaitingRating:
+        decide = _remind(ctx, payload, where)
+    elif kind == TIMER_EXPIRY:
+        decide = _expire(ctx, payload, where)
+    else:
         return False
-    recipient = queries.contact_address(ticket)
-    if recipient:
-        await queries.patch_conversation(ctx.redis, ctx.tid, recipient, {}, drop_keys=("pending_survey",))
+    try:
+        await queries.mutate(ctx, ticket, decide, actor="system")
+    except (NotAwaitingRating, IllegalTransition, TicketNotFound, KeyError):
+        return False
     return True
+
+
+def _awaiting(t: Ticket, payload: dict[str, Any]) -> bool:
+    return (
+        t.status is TicketStatus.RESOLVED
+        and t.rating_state == PENDING
+        and t.attempts + 1 == int(payload.get("attempt", 0))
+    )
+
+
+def _remind(ctx: StaffContext, payload: dict[str, Any], where: tuple[str | None, float]) -> Any:
+    def decide(snaps: dict[str, Snapshot], now: float) -> Plan:
+        s = next(iter(snaps.values()))
+        if not _awaiting(s.ticket, payload):
+            raise NotAwaitingRating(s.ticket.id)
+        plan = Plan(changes=[AddEvent(s.ticket.id, TicketEvent("survey_reminder", "system", now, {}))])
+        pushes.push(ctx, plan, s, where, "survey.reminder", now, Purpose.REMINDER)
+        return plan
+
+    return decide
+
+
+def _expire(ctx: StaffContext, payload: dict[str, Any], where: tuple[str | None, float]) -> Any:
+    def decide(snaps: dict[str, Snapshot], now: float) -> Plan:
+        s = next(iter(snaps.values()))
+        t = s.ticket
+        if not _awaiting(t, payload):
+            raise NotAwaitingRating(t.id)
+        plan = Plan(
+            changes=[
+                SetStatus(t.id, TicketStatus.CLOSED, "system", {"reason": NOT_RATED}),
+                SetFields(t.id, {"rating_state": NOT_RATED}),
+                QueueAdd(t.id, "callbacks", now),
+            ],
+            timers_cancel=list(timer_ids(t.id, t.attempts + 1)),
+            conversation=_drop_survey(t.id),
+        )
+        pushes.push(ctx, plan, s, where, "survey.closed_unrated", now)
+        return plan
+
+    return decide

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from dataclasses import fields
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -15,7 +17,8 @@ from gateway.staff.context import StaffContext
 from gateway.staff.errors import ApiError, Field, not_found
 from gateway.staff.routing import Call, Result
 from store import keys
-from store.model import OPEN_STATUSES, TicketStatus
+from store.casestore import IndexName
+from store.model import Ticket, TicketStatus, media_to_json
 from store.ticketid import TicketIdError, parse_ticket_id
 
 LIST_QUERY = (
@@ -39,28 +42,30 @@ def _bad_cursor() -> ApiError:
     return ApiError(400, "invalid_value", "cursor is not one this API issued", "cursor")
 
 
-def encode_cursor(score: float, member: str) -> str:
-    return base64.urlsafe_b64encode(f"{score!r}|{member}".encode()).decode()
+def encode_cursor(cursor: str) -> str:
+    """The store's paging cursor ("<created>|<id>"), made opaque for clients."""
+    return base64.urlsafe_b64encode(cursor.encode()).decode()
 
 
-def decode_cursor(cursor: str) -> tuple[float, str]:
+def decode_cursor(cursor: str) -> str:
     try:
-        score, _, member = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        raw = base64.urlsafe_b64decode(cursor.encode()).decode()
+        score, _, member = raw.partition("|")
         value = float(score)
     except ValueError:
         raise _bad_cursor() from None
-    if not member or value != value:
+    if not member or value != value or not _safe_part(member):
         raise _bad_cursor()
-    return value, member
+    return raw
 
 
-async def visible_ticket(ctx: StaffContext, staff: Staff, raw_id: str) -> dict[str, Any]:
+async def visible_ticket(ctx: StaffContext, staff: Staff, raw_id: str) -> Ticket:
     """The ticket, if it exists and ``staff`` may see it; otherwise 404, the same either way."""
     try:
         tid = parse_ticket_id(raw_id, ctx.tenant.prefix)
     except (TicketIdError, ValueError):
         raise not_found() from None
-    ticket = await queries.load_ticket(ctx.redis, ctx.tid, tid)
+    ticket = await queries.load_ticket(ctx, tid)
     if ticket is None or not access.can_see(staff, ticket):
         raise not_found()
     return ticket
@@ -70,131 +75,129 @@ def _local_day(ctx: StaffContext, ts: float) -> dt.date:
     return dt.datetime.fromtimestamp(ts, ctx.tenant.zone).date()
 
 
-def is_overdue(ctx: StaffContext, ticket: dict[str, Any]) -> bool:
-    due = ticket.get("due_date") or ticket.get("reply_deadline") or ""
-    if not due or ticket.get("status") not in OPEN_STATUSES:
-        return False
-    try:
-        return dt.date.fromisoformat(str(due)) < _local_day(ctx, ctx.clock())
-    except ValueError:
-        return False
+def end_of_day(ctx: StaffContext, day: dt.date) -> float:
+    """A due date (a local day) as the store's ``due_at``: the last second of that day."""
+    return dt.datetime.combine(day, dt.time(23, 59, 59), ctx.tenant.zone).timestamp()
 
 
-def ticket_view(ctx: StaffContext, staff: Staff, ticket: dict[str, Any]) -> dict[str, Any]:
-    view = {
-        k: ticket.get(k)
-        for k in (
-            "id", "status", "channel", "entry_point", "intake_type", "company", "credit_code",
-            "category", "description", "location", "latitude", "longitude", "phone", "name",
-            "citizen", "unit", "due_date", "reply_deadline", "resolution", "rating",
-            "rating_comment", "merged_into", "entered_by", "created", "updated",
-        )
-    }  # fmt: skip
-    view["addresses"] = ticket.get("addresses") or []
-    view["attachments"] = ticket.get("attachments") or []
-    view["provenance"] = ticket.get("provenance")
-    view["failed_units"] = ticket.get("failed_units") or []
-    view["attempt"] = int(ticket.get("attempt") or 1)
-    view["enterprise"] = ticket.get("intake_type") == "enterprise"
+def is_overdue(ctx: StaffContext, ticket: Ticket) -> bool:
+    due = ticket.due_at if ticket.due_at is not None else ticket.reply_deadline
+    return due is not None and ticket.is_open and ctx.clock() > due
+
+
+def _iso_day(ctx: StaffContext, ts: float | None) -> str | None:
+    return None if ts is None else _local_day(ctx, ts).isoformat()
+
+
+def ticket_view(ctx: StaffContext, staff: Staff, ticket: Ticket) -> dict[str, Any]:
+    """The API's view of a ticket: the store's field names (store.model.Ticket), plus derived
+    fields: ``due_date`` (local day of ``due_at``), ``enterprise``, ``overdue``, ``entered_by``."""
+    view: dict[str, Any] = {f.name: getattr(ticket, f.name) for f in fields(Ticket)}
+    view["status"] = ticket.status.value
+    view["addresses"] = list(ticket.addresses)
+    view["attachments"] = [media_to_json(a) for a in ticket.attachments]
+    view["failed_units"] = list(ticket.failed_units)
+    view["links"] = list(ticket.links)
+    view["provenance"] = dict(ticket.provenance)
+    view["due_date"] = _iso_day(ctx, ticket.due_at)
+    view["enterprise"] = ticket.intake_type == "enterprise"
     view["overdue"] = is_overdue(ctx, ticket)
-    view["supervision"] = ticket.get("flag") == "supervision"
+    view["entered_by"] = ticket.provenance.get("entered_by", "")
+    view.pop("tenant")
     if ctx.tenant.mask_personal_data and masking.must_mask(staff.role, ctx.unmasked_roles):
         view = masking.mask_ticket_view(view)
     return view
 
 
-def _matches(ctx: StaffContext, t: dict[str, Any], q: dict[str, Any]) -> bool:
+def _matches(ctx: StaffContext, t: Ticket, q: dict[str, Any]) -> bool:
     simple = ("status", "unit", "channel", "entry_point", "category")
-    if any(name in q and t.get(name) != q[name] for name in simple):
+    if any(name in q and getattr(t, name) != q[name] for name in simple):
         return False
-    if "enterprise" in q and (t.get("intake_type") == "enterprise") != q["enterprise"]:
+    if "enterprise" in q and (t.intake_type == "enterprise") != q["enterprise"]:
         return False
     if "overdue" in q and is_overdue(ctx, t) != q["overdue"]:
         return False
-    day = _local_day(ctx, float(t.get("created") or 0))
+    day = _local_day(ctx, t.created_at)
     if ("created_from" in q and day < q["created_from"]) or ("created_to" in q and day > q["created_to"]):
         return False
     text = q.get("q")
-    return not text or text in str(t.get("description") or "") or text in str(t.get("location") or "")
+    return not text or text in t.description or text in t.location_text
 
 
-def _base_index(ctx: StaffContext, staff: Staff, q: dict[str, Any]) -> str | None:
+def _safe_part(value: str) -> bool:
+    return "{" not in value and "}" not in value
+
+
+def _base_index(staff: Staff, q: dict[str, Any]) -> tuple[IndexName, str] | None:
     """The narrowest index to walk; None when the caller's scope makes the answer empty."""
     if staff.role is Role.UNIT:
         if q.get("unit", staff.unit) != staff.unit:
             return None
-        return keys.index_unit(ctx.tid, staff.unit)
+        return "unit", staff.unit
     if staff.role is Role.GRIDWORKER:
-        return keys.index_entered_by(ctx.tid, staff.id)
+        return "entered_by", staff.id
     if "unit" in q:
-        return keys.index_unit(ctx.tid, q["unit"])
+        return ("unit", q["unit"]) if _safe_part(q["unit"]) else None
     if "status" in q:
-        return keys.index_status(ctx.tid, q["status"])
-    return keys.index_created(ctx.tid)
+        return "status", q["status"]
+    return "created", ""
 
 
-async def page(ctx: StaffContext, staff: Staff, index: str | None, q: dict[str, Any]) -> dict[str, Any]:
-    """Newest first. The cursor is the (created, id) of the last item shown, so tickets filed
-    meanwhile neither repeat nor shift the next page."""
+async def page(
+    ctx: StaffContext, staff: Staff, index: tuple[IndexName, str] | None, q: dict[str, Any]
+) -> dict[str, Any]:
+    """Newest first, on the store's index paging. The cursor is the (created, id) of the last
+    ticket looked at, so tickets filed meanwhile neither repeat nor shift the next page; a
+    filter looks at most SCAN_BUDGET index entries per page."""
     limit = int(q.get("limit", 50))
     items: list[dict[str, Any]] = []
     if index is None:
         return {"items": items, "next_cursor": None}
-    top: float | str = "+inf"
-    after: tuple[float, str] | None = None
-    if "cursor" in q:
-        after = decode_cursor(q["cursor"])
-        top = after[0]
+    by, value = index
+    cursor: str | None = decode_cursor(q["cursor"]) if "cursor" in q else None
     looked = 0
-    last: tuple[float, str] | None = None
-    while len(items) < limit and looked < SCAN_BUDGET:
-        raw: Any = await ctx.redis.zrevrangebyscore(index, top, "-inf", start=0, num=200, withscores=True)
-        batch: list[tuple[str, float]] = [(m.decode(), float(s)) for m, s in raw]
-        if after is not None:
-            batch = [(m, s) for m, s in batch if s < after[0] or m < after[1]]
-        if not batch:
-            last = None
-            break
-        for member, score in batch:
+    exhausted = False
+    while len(items) < limit and looked < SCAN_BUDGET and not exhausted:
+        ids, more = await ctx.cases.list_tickets(ctx.tid, by, value, cursor, limit=200)
+        tickets = await ctx.cases.get_tickets(ctx.tid, ids)
+        for i, ticket in enumerate(tickets):
             looked += 1
-            last = (score, member)
-            ticket = await queries.load_ticket(ctx.redis, ctx.tid, member)
-            if ticket and access.can_see(staff, ticket) and _matches(ctx, ticket, q):
+            cursor = f"{ticket.created_at!r}|{ticket.id}"
+            if access.can_see(staff, ticket) and _matches(ctx, ticket, q):
                 items.append(ticket_view(ctx, staff, ticket))
-                if len(items) >= limit:
-                    break
-        assert last is not None  # the batch was not empty
-        after, top = last, last[0]
-    cursor = encode_cursor(*last) if last is not None else None
-    return {"items": items, "next_cursor": cursor}
+            if len(items) >= limit or looked >= SCAN_BUDGET:
+                exhausted = more is None and i == len(tickets) - 1
+                break
+        else:
+            exhausted = more is None
+            cursor = more or cursor
+    return {"items": items, "next_cursor": None if exhausted else encode_cursor(cursor or "")}
 
 
 async def list_tickets(ctx: StaffContext, call: Call) -> Result:
-    return 200, await page(ctx, call.staff, _base_index(ctx, call.staff, call.query), call.query)
+    return 200, await page(ctx, call.staff, _base_index(call.staff, call.query), call.query)
 
 
 async def unit_queue(ctx: StaffContext, call: Call) -> Result:
     unit = call.path["unit_id"]
-    known = (
-        await ctx.redis.hexists(keys.units(ctx.tid), unit) if "{" not in unit and "}" not in unit else False
-    )
+    known = await ctx.redis.hexists(keys.units(ctx.tid), unit) if _safe_part(unit) else False
     if not known or not access.can_see_unit(call.staff, unit):
         raise not_found("unit")
     q = {**call.query, "unit": unit}
-    return 200, await page(ctx, call.staff, keys.index_unit(ctx.tid, unit), q)
+    return 200, await page(ctx, call.staff, ("unit", unit), q)
 
 
 async def ticket_detail(ctx: StaffContext, call: Call) -> Result:
     ticket = await visible_ticket(ctx, call.staff, call.path["ticket_id"])
     view = ticket_view(ctx, call.staff, ticket)
-    view["timeline"] = await queries.timeline(ctx.redis, ctx.tid, ticket["id"])
+    view["timeline"] = await queries.timeline(ctx, ticket.id)
     return 200, view
 
 
 async def attachment(ctx: StaffContext, call: Call) -> Result:
     ticket = await visible_ticket(ctx, call.staff, call.path["ticket_id"])
     media_id = call.path["media_id"]
-    refs = [a for a in ticket.get("attachments") or [] if a.get("media_id") == media_id]
+    refs = [a for a in ticket.attachments if a.media_id == media_id]
     if not refs or ctx.media is None:
         raise not_found("attachment")
     reader = getattr(ctx.media, "read", None) or getattr(ctx.media, "get", None)
@@ -205,13 +208,7 @@ async def attachment(ctx: StaffContext, call: Call) -> Result:
     if data is None:
         raise not_found("attachment")
     ref = refs[0]
-    resp = web.Response(body=data, content_type=ref.get("content_type") or "application/octet-stream")
-    name = str(ref.get("filename") or media_id).replace('"', "")
-    resp.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{_quote(name)}"
+    resp = web.Response(body=data, content_type=ref.content_type or "application/octet-stream")
+    name = (ref.filename or media_id).replace('"', "")
+    resp.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
     return resp
-
-
-def _quote(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")
