@@ -214,15 +214,35 @@ def parse_settings(raw: Mapping[str, Any], where: str = "sms") -> SmsSettings:
     )
 
 
+# Keys of the ``[sms]`` table that also apply in the sandbox: limits and budgets, never the
+# provider, its credentials or our numbers, which are the sandbox contract's fixed values.
+SANDBOX_OVERRIDABLE = (
+    "reply_budget_s",
+    "inbound_limit",
+    "inbound_window_s",
+    "send_rate",
+    "send_burst",
+    "confirmation",
+)
+
+
 def sandbox_settings(
-    data_dir: Path, api_base: str, public_base_url: str = SANDBOX_PUBLIC_BASE
+    data_dir: Path,
+    api_base: str,
+    public_base_url: str = SANDBOX_PUBLIC_BASE,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SmsSettings:
     """DESIGN.md's Twilio sandbox values, pointed at the loopback fake at ``api_base``.
+
+    ``overrides`` is the config's ``[sms]`` table: "a config.toml overrides any of them"
+    (DESIGN.md) for the keys in :data:`SANDBOX_OVERRIDABLE` (a benchmark raises the flood limit,
+    say); other keys are ignored, so the sandbox always talks to its fake.
 
     ``data_dir`` is accepted for symmetry with the other channels; the fake records what it was
     sent under ``<data_dir>/sandbox/sms-sent.jsonl`` (see ``fake_twilio.start_fake``)."""
     del data_dir
     host = api_base.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    r = _Reader({k: v for k, v in (overrides or {}).items() if k in SANDBOX_OVERRIDABLE}, "sms")
     return SmsSettings(
         provider="twilio",
         numbers=(SANDBOX_NUMBER,),
@@ -233,4 +253,10 @@ def sandbox_settings(
             api_base=api_base.rstrip("/"),
             media_hosts=(host,),
         ),
+        reply_budget_s=r.num("reply_budget_s", 5.0),
+        inbound_limit=r.integer("inbound_limit", 10),
+        inbound_window_s=r.integer("inbound_window_s", 60),
+        send_rate=r.num("send_rate", 1.0),
+        send_burst=r.integer("send_burst", 3),
+        confirmation=r.flag("confirmation", True),
     )
