@@ -308,6 +308,7 @@ class WebhookResult:
     deliveries: tuple[DeliveryUpdate, ...] = ()
     answer: HttpAnswer | None = None
     context: object = None
+    dropped: int = 0  # inbounds the adapter dropped (per-sender flood limit); the gateway counts them
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,8 @@ class WebhookRoutes:
                 "webhook rejected", extra={"channel": channel, "status": exc.status, "reason": exc.reason}
             )
             return web.Response(status=exc.status, text=f"{exc.reason}\n")
+        if parsed.dropped:
+            metrics.flood_dropped.labels(channel).inc(parsed.dropped)
         for update in parsed.deliveries:
             await self.deliveries(channel, update)
         if parsed.answer is not None:

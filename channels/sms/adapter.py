@@ -8,7 +8,7 @@ depend on the provider:
   flood-limited (a STOP must always get through);
 - a per-number inbound flood limit: the first text over the limit is answered "please wait"
   once per window (catalogue key :data:`FLOOD_KEY`), the rest are dropped; the count of dropped
-  texts is on :class:`SmsContext` for the gateway's metric;
+  texts is ``WebhookResult.dropped``, which the gateway counts in ``sulai_flood_dropped_total``;
 - on send: opted-out numbers get only conversational purposes (channels.base), and the
   per-number send rate (segments/s of our sending number, across processes) is enforced.
 """
@@ -141,7 +141,11 @@ class SmsAdapter:
             texts = [self.catalogue_text(FLOOD_KEY)] if warn and self.catalogue_text else []
             answer = self.provider.render_reply(texts)
         return WebhookResult(
-            inbounds=tuple(inbounds), deliveries=push.deliveries, answer=answer, context=context
+            inbounds=tuple(inbounds),
+            deliveries=push.deliveries,
+            answer=answer,
+            context=context,
+            dropped=dropped,
         )
 
     async def _record_consent(self, sender: str, event: str) -> None:
