@@ -267,7 +267,29 @@ class Dispatcher:
     # --- staff API and delivery reports -------------------------------------------------------
 
     async def apply_delivery(self, tenant: str, channel: str, update: DeliveryUpdate) -> str | None:
-        return await self.outbox.apply_delivery(tenant, channel, update, self.clock())
+        """Record a delivery report. A permanent failure (Twilio ``undelivered``/``failed`` with a
+        permanent code, an email bounce) sends the message again to another address of the
+        citizen, with the route recorded, like a permanent error at send time."""
+        oid, applied = await self.outbox.apply_delivery_report(tenant, channel, update, self.clock())
+        if oid and applied and update.permanent_failure:
+            await self._reroute_undelivered(tenant, channel, oid, update)
+        return oid
+
+    async def _reroute_undelivered(
+        self, tenant: str, channel: str, outbound_id: str, update: DeliveryUpdate
+    ) -> None:
+        env = await self.outbox.sent_envelope(tenant, outbound_id)
+        if env is None:
+            return
+        why = f"{channel} {update.status}: {update.error_code or 'permanent'}"
+        other = await self._other_address(tenant, env)
+        if other is None:
+            log.info("undelivered and no other address", extra={"outbound": outbound_id})
+            return
+        tried = (*env.tried, env.outbound.recipient)
+        moved = Envelope(replace(env.outbound, recipient=other), env.attempts, tried, why)
+        route = " -> ".join([*tried, other]) + f" ({why})"
+        await self.outbox.move(tenant, "", moved, to="reroute", why=why, now=self.clock(), route=route)
 
     async def retry_dead(self, tenant: str, entry_id: str) -> bool:
         return await self.outbox.retry_dead(tenant, entry_id)

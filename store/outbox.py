@@ -43,7 +43,8 @@ return ''
 """
 
 # KEYS: record, provider map, stream. ARGV: entry id, status, provider id, path, recipient,
-# channel, outbound id, now, ttl, ticket id.
+# channel, outbound id, now, ttl, ticket id, envelope (kept so a later permanent delivery
+# failure can re-address the message).
 _FINISH = (
     _RANK
     + """
@@ -51,7 +52,8 @@ local cur = redis.call('HGET', KEYS[1], 'status') or 'queued'
 local st = ARGV[2]
 if (RANK[st] or 3) <= (RANK[cur] or 0) then st = cur end
 redis.call('HSET', KEYS[1], 'status', st, 'provider_id', ARGV[3], 'path', ARGV[4], 'recipient', ARGV[5],
-  'channel', ARGV[6], 'sent_at', ARGV[8], 'updated_at', ARGV[8], 'ticket_id', ARGV[10], 'error', '')
+  'channel', ARGV[6], 'sent_at', ARGV[8], 'updated_at', ARGV[8], 'ticket_id', ARGV[10], 'error', '',
+  'envelope', ARGV[11])
 redis.call('EXPIRE', KEYS[1], ARGV[9])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[7], 'EX', ARGV[9]) end
 redis.call('XACK', KEYS[3], 'dispatch', ARGV[1])
@@ -218,9 +220,15 @@ class Outbox:
                 repr(now),
                 keys.SENT_MARK_TTL,
                 ob.ticket_id or "",
+                entry.envelope.to_json(),
             ],
         )
         return _s(st)
+
+    async def sent_envelope(self, tenant: str, outbound_id: str) -> Envelope | None:
+        """The envelope as it was last sent (None for records written before it was kept)."""
+        raw = await self.redis.hget(keys.outbound_record(tenant, outbound_id), "envelope")
+        return Envelope.from_json(raw) if raw else None
 
     async def move(
         self,
@@ -290,16 +298,23 @@ class Outbox:
         """Apply a provider's delivery report; returns the outbound id it concerned (None when
         unknown). Monotonic. A permanent failure marks the address unreachable, so later pushes
         take another of the citizen's addresses."""
+        return (await self.apply_delivery_report(tenant, channel, update, now))[0]
+
+    async def apply_delivery_report(
+        self, tenant: str, channel: str, update: DeliveryUpdate, now: float | None = None
+    ) -> tuple[str | None, bool]:
+        """As :meth:`apply_delivery`, plus whether the report moved the record (a repeated or
+        late report does not; the dispatcher re-addresses a message only once)."""
         now = time.time() if now is None else now
         prefix = keys.outbound_record(tenant, "")
-        oid, recipient, _applied = await self._delivery(
+        oid, recipient, applied = await self._delivery(
             keys=[keys.provider_message(tenant, channel, update.provider_id)],
             args=[update.status, update.error_code, repr(now), keys.SENT_MARK_TTL, prefix],
         )
         address = update.address or _s(recipient)
         if update.permanent_failure and address:
             await self.mark_unreachable(tenant, address, f"{channel}:{update.error_code or update.status}")
-        return _s(oid) or None
+        return (_s(oid) or None), _s(applied) == "1"
 
     async def mark_unreachable(self, tenant: str, address: str, why: str) -> None:
         key = keys.address_state(tenant, address)

@@ -37,6 +37,9 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return 0
 """
 
+# What store.outbox.Outbox.apply_delivery records as the reason when Twilio reports 21610.
+OPT_OUT_UNREACHABLE = b"sms:21610"
+
 # Twilio statuses in the order a message moves through them. A report never moves a message
 # back: callbacks arrive out of order (PROTOCOLS.md B.4), and a late "sent" must not overwrite
 # "delivered". Terminal outcomes share a rank, so the first one reported stays.
@@ -77,12 +80,17 @@ class RedisSmsState:
         return value == b"1"
 
     async def set_opted_out(self, tenant: str, address: str, opted_out: bool) -> None:
+        """An opt-in also lifts an "unreachable" mark that a 21610 delivery report left: Twilio
+        blocks an unsubscribed number only until it texts START."""
         key = keys.address_state(tenant, address)
+        lift = not opted_out and (await self.redis.hget(key, "unreachable_why")) == OPT_OUT_UNREACHABLE
         async with self.redis.pipeline(transaction=True) as pipe:
             if opted_out:
                 pipe.hset(key, "opted_out", "1")
             else:
                 pipe.hdel(key, "opted_out")
+            if lift:
+                pipe.hdel(key, "unreachable", "unreachable_why")
             pipe.expire(key, keys.CONVERSATION_TTL)
             await pipe.execute()
 
