@@ -9,7 +9,11 @@ auth, and appends what it "sent" as JSON lines to a file.
 Errors on demand: Twilio's magic test numbers (``+15005550001`` invalid → 21211,
 ``+15005550004`` unsubscribed → 21610, ``+15005550009`` not mobile → 21614) and, per recipient,
 :meth:`FakeTwilio.program` (a REST error code or HTTP status for the next sends) and
-:meth:`FakeTwilio.deliver_as` (the callbacks a message will get).
+:meth:`FakeTwilio.deliver_as` (the callbacks a message will get). Both are also reachable over
+HTTP (``POST /_fake/program`` with ``To`` and ``Codes=21610,500``; ``POST /_fake/deliver_as``
+with ``To``, ``Statuses=sent,undelivered`` and ``ErrorCode``; Basic auth as for the API), so a
+test or a sandbox user can steer the fake of a running ``sulai serve --sandbox``: its base URL is
+written next to the record, in ``twilio-fake.json``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ ERROR_TEXT = {
     20500: (500, "Internal Server Error"),
 }
 HTTP_CODES = {429: 20429, 500: 20500, 503: 20500}
+FAKE_INFO_NAME = "twilio-fake.json"  # written next to the record: where the fake listens
 
 
 @dataclass
@@ -105,6 +110,8 @@ class FakeTwilio:
         base = "/2010-04-01/Accounts/{sid}"
         app.router.add_post(base + "/Messages.json", self._create)
         app.router.add_get(base + "/Messages/{msg}/Media/{name}", self._media)
+        app.router.add_post("/_fake/program", self._program_http)
+        app.router.add_post("/_fake/deliver_as", self._deliver_as_http)
         app.cleanup_ctx.append(self._client_ctx)
         return app
 
@@ -117,8 +124,27 @@ class FakeTwilio:
     def _authorised(self, request: web.Request) -> bool:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         return request.headers.get("Authorization", "") == f"Basic {expected}" and (
-            request.match_info["sid"] == self.account_sid
+            request.match_info.get("sid", self.account_sid) == self.account_sid
         )
+
+    async def _program_http(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._error(20003)
+        form = await request.post()
+        try:
+            codes = [int(c) for c in str(form.get("Codes", "")).split(",") if c.strip()]
+        except ValueError:
+            return web.json_response({"message": "Codes: comma-separated integers"}, status=400)
+        self.program(str(form.get("To", "")), *codes)
+        return web.json_response({"to": form.get("To", ""), "codes": codes})
+
+    async def _deliver_as_http(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._error(20003)
+        form = await request.post()
+        statuses = [s.strip() for s in str(form.get("Statuses", "")).split(",") if s.strip()]
+        self.deliver_as(str(form.get("To", "")), statuses, str(form.get("ErrorCode", "")))
+        return web.json_response({"to": form.get("To", ""), "statuses": statuses})
 
     @staticmethod
     def _error(code: int) -> web.Response:
@@ -253,4 +279,8 @@ async def start_fake(
     await site.start()
     bound = runner.addresses[0][1]
     fake.base_url = f"http://{host}:{bound}"
+    if record_path is not None:
+        info = {"base_url": fake.base_url, "account_sid": account_sid}
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        (record_path.parent / FAKE_INFO_NAME).write_text(json.dumps(info) + "\n", encoding="utf-8")
     return runner, fake.base_url, fake
