@@ -248,3 +248,22 @@ async def test_21610_at_send_time_marks_the_number_opted_out(sandbox: Sandbox) -
     state = await sandbox.redis.hgetall(keys.address_state(TENANT, f"tel:{unsubscribed}"))
     assert state[b"opted_out"] == b"1"
     assert sandbox.sent_to(unsubscribed) == []
+
+
+async def test_a_burst_of_100_texts_is_limited_without_losing_the_first(sandbox: Sandbox) -> None:
+    before = await sandbox.metric("sulai_flood_dropped_total", channel="sms")
+    first = await sandbox.text(CITIZEN, "人民路88号路灯不亮三天了")
+    assert len(first) == 1 and "人民路88号" in first[0] and "回复1确认提交" in first[0], first
+    answers = [await sandbox.text(CITIZEN, f"还有第{n}条") for n in range(2, 101)]
+    limit = 10  # the sandbox's per-number limit per window (channels/sms/settings.py default)
+    assert all(a for a in answers[: limit - 1])  # within the limit: every text is answered
+    assert answers[limit - 1] == [sms_text("flood_wait")]  # once, the first over the limit
+    assert all(a == [] for a in answers[limit:])  # then silence
+    assert await sandbox.metric("sulai_flood_dropped_total", channel="sms") - before == 100 - limit
+    # A new window: the draft the first text started is still there and files the ticket.
+    sandbox.clock.advance(61)
+    filed = await sandbox.text(CITIZEN, "1")
+    assert filed[0].startswith("已受理，工单号"), filed
+    ticket_id = filed[0].removeprefix("已受理，工单号").split("，")[0]
+    ticket = await CaseStore(sandbox.redis).get_ticket(TENANT, ticket_id)
+    assert ticket is not None and ticket.location_text.startswith("人民路88号")
