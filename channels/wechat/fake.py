@@ -10,6 +10,7 @@ fetches, and a record of everything sent (in memory and as JSON lines in ``sent_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -54,6 +55,9 @@ class FakeWeChat:
         self._current: dict[str, str] = {}  # appid -> current token
         self._failures: dict[str, list[int]] = {}
         self._stale: set[str] = set()
+        # Seconds the token endpoints take to answer: a slow fetch widens the window in which
+        # several processes want a token at once (the shared-refresh tests need that window).
+        self.token_delay_s = 0.0
 
     # --- control ----------------------------------------------------------------------------------
 
@@ -93,6 +97,7 @@ class FakeWeChat:
         if bad:
             return bad
         self.token_fetches[q["appid"]] += 1
+        await asyncio.sleep(self.token_delay_s)
         return web.json_response({"access_token": self._mint(q["appid"]), "expires_in": 7200})
 
     async def stable_token(self, request: web.Request) -> web.Response:
@@ -102,6 +107,7 @@ class FakeWeChat:
         if bad:
             return bad
         self.token_fetches[appid] += 1
+        await asyncio.sleep(self.token_delay_s)
         token = self._current.get(appid)
         if not token or body.get("force_refresh") or self._tokens[token][1] <= self.clock():
             token = self._mint(appid)

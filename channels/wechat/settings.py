@@ -259,6 +259,25 @@ SANDBOX_ACCOUNT = {
     "path": "/wechat/sandbox",
 }
 
+# The catalogue keys of the staff side's status pushes and surveys (gateway/staff/pushes.py):
+# outside the 48-h window each goes out as this template, ticket id plus the rendered text.
+SANDBOX_PUSH_KEYS = (
+    "status.accepted",
+    "status.assigned",
+    "status.replied",
+    "status.resolved",
+    "status.redispatched",
+    "status.rejected",
+    "status.merged",
+    "status.more_info",
+    "survey.ask",
+    "survey.reminder",
+)
+_SANDBOX_PUSH_TEMPLATE = {
+    "template_id": "TPL_SANDBOX_STATUS",
+    "fields": {"character_string1": "{ticket_id}", "thing2": "{text}"},
+}
+
 SANDBOX_RAW: dict[str, Any] = {
     "accounts": [SANDBOX_ACCOUNT],
     "scenes": {
@@ -276,6 +295,7 @@ SANDBOX_RAW: dict[str, Any] = {
             "template_id": "TPL_SANDBOX_STATUS",
             "fields": {"character_string1": "{ticket_id}", "phrase2": "{status}", "thing3": "{text}"},
         },
+        **{key: _SANDBOX_PUSH_TEMPLATE for key in SANDBOX_PUSH_KEYS},
     },
     "menu": [
         {"name": "我要反映", "key": "new_report", "command": "new_report"},
@@ -285,8 +305,12 @@ SANDBOX_RAW: dict[str, Any] = {
 }
 
 
-def sandbox_settings(data_dir: Path, api_base: str) -> WeChatSettings:
+def sandbox_settings(
+    data_dir: Path, api_base: str, overrides: Mapping[str, Any] | None = None
+) -> WeChatSettings:
     """The sandbox values of DESIGN.md's table, pointed at the loopback fake at ``api_base``.
+    ``overrides`` is the config's ``[wechat]`` table: "a config.toml overrides any of them"
+    (DESIGN.md), e.g. ``reply_budget_s``; its ``api_base`` never wins over the fake's.
     ``data_dir`` is accepted for symmetry with the other channels (the fake records there)."""
     del data_dir
-    return parse_settings({**SANDBOX_RAW, "api_base": api_base}, "wechat")
+    return parse_settings({**SANDBOX_RAW, **(overrides or {}), "api_base": api_base}, "wechat")
