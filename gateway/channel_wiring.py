@@ -42,11 +42,11 @@ async def _wechat(gw: Gateway, settings: Any, built: Built) -> None:
     from store.wechat_state import RedisWeChatState
 
     if gw.sandbox:
-        sandbox = sandbox_settings(gw.settings.data_dir, "http://127.0.0.1")
+        sandbox = sandbox_settings(gw.settings.data_dir, "http://127.0.0.1", gw.settings.wechat)
         secrets = {a.appid: a.secret for a in sandbox.accounts}
         runner, base_url, _ = await fake.start_sandbox_fake(gw.settings.data_dir, secrets)
         built.fakes.append(runner)
-        settings = sandbox_settings(gw.settings.data_dir, base_url)
+        settings = sandbox_settings(gw.settings.data_dir, base_url, gw.settings.wechat)
     if settings is None:
         return
     state = RedisWeChatState(gw.redis)
