@@ -15,10 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
+from channels.base import Outbound
 from gateway.app import staff_app
 from gateway.staff import StaffContext, setup_staff_api
 from gateway.staff.auth import Role, Staff, create_staff
 from store import keys
+from store.outbox_codec import Envelope
 
 ZONE = ZoneInfo("Asia/Shanghai")
 # 10:00 local on a weekday: outside quiet hours unless a test moves the clock.
@@ -35,12 +37,12 @@ class Clock:
 
 @dataclass
 class Api:
-    client: TestClient
+    client: TestClient  # type: ignore[type-arg]
     ctx: StaffContext
     clock: Clock
     tokens: dict[str, str] = field(default_factory=dict)
     staff: dict[str, Staff] = field(default_factory=dict)
-    _keys: itertools.count = field(default_factory=itertools.count)
+    _keys: itertools.count[int] = field(default_factory=itertools.count)
 
     def headers(self, who: str, idem: str | None = None) -> dict[str, str]:
         h = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -73,6 +75,12 @@ class Api:
         await self.ok("dispatcher", "POST", f"/tickets/{tid}/accept", {})
         await self.ok("dispatcher", "POST", f"/tickets/{tid}/assign", {"unit": unit})
         return tid
+
+
+async def outbox_entries(api: Api) -> list[Outbound]:
+    """The outbound messages queued in the tenant's outbox stream, oldest first."""
+    rows: Any = await api.ctx.redis.xrange(keys.outbox("default"))
+    return [Envelope.from_json(fields[b"o"]).outbound for _, fields in rows]
 
 
 ROLES_USED = {

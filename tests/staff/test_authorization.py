@@ -45,7 +45,7 @@ EXPECTED: dict[str, set[str]] = {
     "deleteWebhook": {"admin"},
 }
 
-BODIES = {
+BODIES: dict[str, dict[str, object]] = {
     "createTicket": {"description": "井盖丢失", "phone": "13900001111"},
     "rejectTicket": {"reason": "不属于受理范围"},
     "assignTicket": {"unit": "城管局"},
@@ -84,7 +84,7 @@ async def test_role_matrix(api: Api, role: str) -> None:
         if role == "gridworker":
             tid = str((await api.ok("gridworker", "POST", "/tickets", {"description": "网格来信"}))["id"])
         other = await api.new_ticket()
-        body = dict(BODIES.get(spec.name, {}))
+        body: dict[str, object] = dict(BODIES.get(spec.name, {}))
         if spec.name == "mergeTicket":
             body = {"into": other}
         path = await _path(api, spec.name, spec.path, tid, other)

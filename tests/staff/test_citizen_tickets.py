@@ -20,10 +20,10 @@ from store.model import (
     QueueRemove,
     SetFields,
     SetStatus,
+    Ticket,
     TicketStatus,
 )
-from store.outbox_codec import Envelope
-from tests.staff.conftest import Api
+from tests.staff.conftest import Api, outbox_entries
 
 WECHAT = "wechat:wx1:openid-abc"
 
@@ -75,9 +75,7 @@ async def test_citizen_filed_ticket_shows_and_is_worked_in_the_api(api: Api) -> 
     assert view["due_date"] == "2026-11-30" and view["rating_state"] == survey.PENDING
     version, state = await read_conversation(api, WECHAT)
     assert version == 5 and state.pending_survey == tid and state.pending_question is not None
-    entries = [
-        Envelope.from_json(f[b"o"]).outbound for _, f in await api.ctx.redis.xrange(keys.outbox("default"))
-    ]
+    entries = await outbox_entries(api)
     assert {(o.key, o.recipient) for o in entries} >= {("status.resolved", WECHAT), ("survey.ask", WECHAT)}
     detail = await api.ok("supervisor", "GET", f"/tickets/{tid}")
     kinds = [(e["kind"], e["actor"]) for e in detail["timeline"]]
@@ -102,20 +100,17 @@ async def test_a_turn_that_read_the_old_state_conflicts(api: Api) -> None:
     assert (await read_conversation(api, WECHAT))[1].pending_survey == tid
 
 
-def _resolved(api: Api, **kw: object):  # type: ignore[no-untyped-def]
-    async def make():  # type: ignore[no-untyped-def]
-        tid = await api.assigned_ticket()
-        await api.ok("unit", "POST", f"/tickets/{tid}/resolve", {"resolution": "已办结"})
-        ticket = await api.ctx.cases.get_ticket("default", tid)
-        assert ticket is not None
-        return replace(ticket, **kw)
-
-    return make()
+async def resolved_ticket(api: Api) -> Ticket:
+    tid = await api.assigned_ticket()
+    await api.ok("unit", "POST", f"/tickets/{tid}/resolve", {"resolution": "已办结"})
+    ticket = await api.ctx.cases.get_ticket("default", tid)
+    assert ticket is not None
+    return ticket
 
 
 async def test_rating_changes_is_the_policy_in_store_terms(api: Api) -> None:
     tenant = TenantSettings()
-    ticket = await _resolved(api)
+    ticket = await resolved_ticket(api)
     now = api.clock.now
     happy = survey.rating_changes(ticket, 5, "好", "citizen:x", now, tenant)
     assert SetStatus(ticket.id, TicketStatus.CLOSED, "citizen:x", {"rating": 5}) in happy.changes
@@ -149,7 +144,7 @@ async def test_rating_changes_is_the_policy_in_store_terms(api: Api) -> None:
 
 async def test_rating_changes_apply_in_a_turn_shaped_write(api: Api) -> None:
     """What gateway/intake.py does: the policy's changes in the same write as the conversation."""
-    ticket = await _resolved(api)
+    ticket = await resolved_ticket(api)
     address = "tel:+8613812345678"
     version, state = await read_conversation(api, address)
     assert state.pending_survey == ticket.id
@@ -179,10 +174,7 @@ async def test_concurrent_repeats_of_one_key_act_once(api: Api) -> None:
     assert all(body == results[0][1] for _, body in results)
     detail = await api.ok("dispatcher", "GET", f"/tickets/{tid}")
     assert [e["kind"] for e in detail["timeline"]].count("reply") == 1
-    entries = [
-        Envelope.from_json(f[b"o"]).outbound.key
-        for _, f in await api.ctx.redis.xrange(keys.outbox("default"))
-    ]
+    entries = [o.key for o in await outbox_entries(api)]
     assert entries.count("status.replied") == 1
 
 

@@ -3,14 +3,11 @@ timeline names every actor and the citizen's pushes are queued in the outbox."""
 
 from __future__ import annotations
 
-from store import keys
-from store.outbox_codec import Envelope
-from tests.staff.conftest import Api
+from tests.staff.conftest import Api, outbox_entries
 
 
 async def outbox_keys(api: Api) -> list[str]:
-    entries = await api.ctx.redis.xrange(keys.outbox("default"))
-    return [Envelope.from_json(f[b"o"]).outbound.key for _, f in entries]
+    return [o.key for o in await outbox_entries(api)]
 
 
 async def test_life_of_a_ticket(api: Api) -> None:

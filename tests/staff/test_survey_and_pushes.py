@@ -10,8 +10,7 @@ from conversation.state import ConversationState
 from gateway.staff import survey
 from store import keys
 from store.model import TicketStatus
-from store.outbox_codec import Envelope
-from tests.staff.conftest import ZONE, Api
+from tests.staff.conftest import ZONE, Api, outbox_entries
 
 
 async def conversation_state(api: Api, address: str) -> ConversationState:
@@ -20,9 +19,7 @@ async def conversation_state(api: Api, address: str) -> ConversationState:
 
 
 async def outbox(api: Api) -> list[Outbound]:
-    return [
-        Envelope.from_json(f[b"o"]).outbound for _, f in await api.ctx.redis.xrange(keys.outbox("default"))
-    ]
+    return await outbox_entries(api)
 
 
 async def resolve(api: Api, tid: str, unit_member: str) -> None:
