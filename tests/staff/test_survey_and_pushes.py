@@ -77,7 +77,10 @@ async def test_expiry_closes_not_rated_and_callback_records_rating(api: Api) -> 
     api.clock.now += 48 * 3600
     assert await survey.handle_timer(api.ctx, {"kind": survey.TIMER_EXPIRY, "ticket_id": tid, "attempt": 1})
     detail = await api.ok("dispatcher", "GET", f"/tickets/{tid}")
-    assert detail["status"] == "closed"
+    assert (detail["status"], detail["rating_state"]) == ("closed", survey.NOT_RATED)
+    assert [o.key for o in await outbox(api)][-2:] == ["survey.reminder", "survey.closed_unrated"]
+    assert (await conversation_state(api, "tel:+8613812345678")).pending_survey is None
+    assert await api.ctx.redis.zscore(keys.timers("default"), f"survey-reminder:{tid}:1") is None
     callbacks = await api.ok("dispatcher", "GET", "/callbacks")
     assert [c["ticket"]["id"] for c in callbacks["items"]] == [tid]
     # A second expiry (timer fired twice) changes nothing.
@@ -87,8 +90,15 @@ async def test_expiry_closes_not_rated_and_callback_records_rating(api: Api) -> 
     view = await api.ok(
         "dispatcher", "POST", f"/callbacks/{tid}", {"reached": True, "rating": 4, "comment": "电话回访满意"}
     )
-    assert view["status"] == "closed" and view["rating"] == 4
+    assert view["status"] == "closed" and view["rating"] == 4 and view["rating_state"] == survey.RATED
     assert (await api.ok("dispatcher", "GET", "/callbacks"))["items"] == []
+    # An unhappy call-back on a ticket closed unrated sends it back to the dispatcher.
+    other = await api.assigned_ticket()
+    await resolve(api, other, "unit")
+    api.clock.now += 72 * 3600
+    assert await survey.handle_timer(api.ctx, {"kind": survey.TIMER_EXPIRY, "ticket_id": other, "attempt": 1})
+    view = await api.ok("dispatcher", "POST", f"/callbacks/{other}", {"reached": True, "rating": 2})
+    assert (view["status"], view["attempts"], view["unit"]) == ("accepted", 1, "")
 
 
 async def test_quiet_hours_defer_pushes_to_morning(api: Api) -> None:
