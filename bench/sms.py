@@ -26,9 +26,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 # The repository root instead of bench/ (whose email.py would shadow the standard library's).
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+sys.path.remove(sys.path[0])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
 from channels.sms.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SANDBOX_NUMBER
 from channels.sms.simulator import sign, twilio_form
