@@ -84,7 +84,6 @@ class EmailWiring:
     async def deliver(self, inbound: Inbound, raw: bytes) -> None:
         """Store one mail (see the module docstring); raises when it could not be stored."""
         original = await self.media_sink(raw, "message/rfc822", "original.eml")
-        inbound = dataclasses.replace(inbound, raw_ref=original.media_id)
         attrs = inbound.attrs
         updates = delivery_updates(inbound)
         if updates:
@@ -99,13 +98,13 @@ class EmailWiring:
             metrics.inbound.labels("email", "automated").inc()
             return
         await self.state.clear_unreachable(inbound.sender)  # they wrote: the address works
+        extra: dict[str, str] = {}
         if attrs.get("no_auto_reply") != "1" and attrs.get("ack_suppressed") != "1":
             sender = inbound.sender.partition(":")[2]
             if not await self.state.allow_ack(sender, self.settings.ack_per_hour):
-                inbound = dataclasses.replace(
-                    inbound, attrs={**attrs, "ack_suppressed": "1", "ack_rate_limited": "1"}
-                )
-        await self.intake(inbound)
+                extra = {"ack_suppressed": "1", "ack_rate_limited": "1"}
+        # One copy with the original's reference (and the limit's verdict) for the intake.
+        await self.intake(dataclasses.replace(inbound, raw_ref=original.media_id, attrs={**attrs, **extra}))
 
     # --- roles ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ and unreachable marks from bounces.
   re-fetches that message (and the intake's dedupe makes the re-fetch harmless).
 - Acknowledgement limit (``keys.rate``): at most N acknowledgements per sender and fixed hour,
   so two auto-responders that slipped past the header checks cannot loop for long.
-- Unreachable (``keys.address_state``, field ``unreachable``): set from a permanent DSN; the
+- Unreachable (``keys.address_state``, fields ``unreachable``/``unreachable_why``): set from a permanent DSN; the
   dispatcher then tries the citizen's other addresses.
 
 Message-IDs are stored without angle brackets.
@@ -101,7 +101,8 @@ class MailState:
         """Mark a ``mailto:`` address unreachable after a permanent delivery failure."""
         key = keys.address_state(self.tenant, address)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, "unreachable", reason or "bounce")
+            # Same fields as store.outbox.mark_unreachable, which the dispatcher reads.
+            pipe.hset(key, mapping={"unreachable": "1", "unreachable_why": reason or "bounce"})
             pipe.expire(key, keys.CONVERSATION_TTL)
             await pipe.execute()
 
@@ -111,4 +112,4 @@ class MailState:
 
     async def clear_unreachable(self, address: str) -> None:
         """A new inbound mail from the address proves it works again."""
-        await self.redis.hdel(keys.address_state(self.tenant, address), "unreachable")
+        await self.redis.hdel(keys.address_state(self.tenant, address), "unreachable", "unreachable_why")

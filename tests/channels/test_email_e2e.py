@@ -243,3 +243,34 @@ async def test_killed_between_store_and_imap_flag_still_one_ticket(
         assert len(sink.received) == 1  # and one acknowledgement, not two
     finally:
         await second.gw.close()
+
+
+async def test_permanent_bounce_marks_address_unreachable(
+    running: Running, redis_client: aioredis.Redis
+) -> None:
+    import aiosmtplib
+
+    from tests.channels.email_kit import fixture_bytes
+
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=running.smtp_port, start_tls=False) as client:
+        await client.sendmail("", [HOTLINE], fixture_bytes("dsn_bounce_permanent"))  # MAIL FROM:<>
+    state = await redis_client.hgetall("sulai:{default}:v1:addr:mailto:nobody@example.net")
+    assert state.get(b"unreachable") == b"1" and b"5.1.1" in state.get(b"unreachable_why", b"")
+    assert await running.gw.store.count("default") == 0
+    await asyncio.sleep(0.5)
+    assert running.sink.received == []  # a bounce is never answered
+
+
+async def test_acknowledgements_rate_limited_per_sender(running: Running) -> None:
+    mails = [
+        citizen_mail(
+            mail_from=CITIZEN, to=HOTLINE, subject=f"第{i}件事", text=f"{FULL_REQUEST} 第{i}次来信。"
+        )
+        for i in range(6)
+    ]
+    for msg in mails:
+        await running.mail(msg)
+    await asyncio.sleep(1.5)
+    answered = {str(m["In-Reply-To"]) for m in running.answers()}
+    assert str(mails[5]["Message-ID"]) not in answered  # the sixth within the hour gets no answer
+    assert str(mails[0]["Message-ID"]) in answered
