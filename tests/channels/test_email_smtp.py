@@ -176,3 +176,25 @@ async def test_starttls_and_auth_required(tmp_path: Path) -> None:
         assert len(rec.got) == 1
     finally:
         await listener.close()
+
+
+async def test_simulate_email_cli_sends_a_real_mail(
+    plain: tuple[SmtpListener, Recorder], tmp_path: Path
+) -> None:
+    import argparse
+
+    from gateway.cli_email import add_commands
+
+    photo = tmp_path / "现场.jpg"
+    photo.write_bytes(b"\xff\xd8photo\xff\xd9")
+    listener, rec = plain
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["simulate", "email", "--from", "a@example.com", "--subject", "路灯", "--smtp", f"127.0.0.1:{listener.port}",
+         "--attach", str(photo), "东风路的路灯坏了"]
+    )  # fmt: skip
+    assert await asyncio.to_thread(args.func, args) == 0
+    [(inbound, _)] = rec.got
+    assert inbound.sender == "mailto:a@example.com" and inbound.attrs["subject"] == "路灯"
+    assert inbound.text == "东风路的路灯坏了" and [m.filename for m in inbound.media] == ["现场.jpg"]
