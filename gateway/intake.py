@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as dtime
@@ -52,6 +52,7 @@ from conversation.settings import EngineSettings
 from conversation.state import ConversationState
 from gateway import metrics
 from gateway.config import TenantSettings
+from gateway.staff.survey import RatingEffects
 from gateway.webhooks import IntakeOutcome
 from store import keys
 from store.apply import TICKET_ID_PLACEHOLDER, TimerSet
@@ -80,16 +81,6 @@ def _swap(text: str) -> str:
     return text.replace(_ENGINE_PH, _STORE_PH)
 
 
-@dataclass(frozen=True)
-class RatingEffects:
-    """What recording a rating changes, in store terms (built by the survey policy)."""
-
-    changes: Sequence[TicketChange] = ()
-    outbox: Sequence[Outbound] = ()
-    timers_cancel: Sequence[str] = ()
-
-
-# (ticket, rating, comment, actor, now, amend) -> effects; raises ValueError when not awaiting one.
 RatingPolicy = Callable[[Ticket, int, str, str, float, bool], RatingEffects]
 
 
@@ -228,7 +219,7 @@ class Intake:
             if self.wait_aof:
                 # Acknowledge the new ticket only once the server's AOF is fsynced (config
                 # redis.wait_aof): the citizen never holds an id a power cut could take back.
-                await self.redis.execute_command("WAITAOF", 1, 0, 2000)
+                await self.redis.execute_command("WAITAOF", 1, 0, 2000)  # type: ignore[no-untyped-call]
             log.info("ticket filed", extra={"ticket": result.ticket_id, "channel": inbound.channel})
         return IntakeOutcome(texts=tuple(_stored_texts(result.reply or b"")))
 
