@@ -7,6 +7,8 @@ without a prefix become +86 because the default region is CN.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 
@@ -14,6 +16,9 @@ class PhoneError(ValueError):
     """Not a phone number we can reach."""
 
 
+# Every inbound text parses its From and To; phonenumbers' parse is a few hundred µs of regexes,
+# and a gateway sees the same numbers again and again (ours always). Failures are not cached.
+@lru_cache(maxsize=65_536)
 def to_e164(raw: str, default_region: str = "CN") -> str:
     """Normalise ``raw`` to E.164 or raise :class:`PhoneError`."""
     text = raw.strip()

@@ -113,7 +113,7 @@ class Sandbox:
     async def fake_twilio(self, action: str, form: dict[str, str]) -> None:
         """Steer the sandbox's fake Twilio over its control routes (errors, delivery outcomes)."""
         info = json.loads((self.sent_path.parent / FAKE_INFO_NAME).read_text(encoding="utf-8"))
-        auth = aiohttp.BasicAuth(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN).encode()
+        auth = aiohttp.encode_basic_auth(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN)
         url = f"{info['base_url']}/_fake/{action}"
         async with self.session.post(url, data=form, headers={"Authorization": auth}) as resp:
             assert resp.status == 200, await resp.text()
@@ -267,3 +267,44 @@ async def test_a_burst_of_100_texts_is_limited_without_losing_the_first(sandbox:
     ticket_id = filed[0].removeprefix("已受理，工单号").split("，")[0]
     ticket = await CaseStore(sandbox.redis).get_ticket(TENANT, ticket_id)
     assert ticket is not None and ticket.location_text.startswith("人民路88号")
+
+
+async def test_an_undelivered_push_goes_to_the_citizens_wechat(sandbox: Sandbox, data_dir: Path) -> None:
+    from channels.wechat.settings import sandbox_settings as wechat_sandbox
+    from channels.wechat.simulator import WeChatSimulator
+
+    account = wechat_sandbox(data_dir, "http://unused").accounts[0]
+    wechat = WeChatSimulator(
+        sandbox.public + account.path,
+        token=account.token,
+        appid=account.appid,
+        account_id=account.account_id,
+        encoding_aes_key=account.encoding_aes_key,
+        mode="safe",
+        session=sandbox.session,
+        clock=sandbox.clock,
+    )
+    # On WeChat the citizen gives their mobile number: the two addresses are now linked.
+    await wechat.push(wechat.text("o_citizen_0002", "人民路88号路灯坏了三天了，电话13812345678"))
+    assert (await wechat.push(wechat.text("o_citizen_0002", "1"))).text is not None
+    # Later they text from that number; the carrier then fails the status push permanently.
+    ticket_id = await sandbox.file_ticket()
+    await sandbox.fake_twilio(
+        "deliver_as", {"To": CITIZEN, "Statuses": "sent,undelivered", "ErrorCode": "30005"}
+    )
+    await sandbox.staff_call("POST", f"/tickets/{ticket_id}/accept", {})
+
+    async def rerouted() -> dict[str, str] | None:
+        sent = sandbox.sent_to(CITIZEN)
+        raw = await sandbox.redis.get(keys.provider_message(TENANT, "sms", sent[0]["sid"])) if sent else None
+        record = await sandbox.record(raw.decode()) if isinstance(raw, bytes) else {}
+        return record if record.get("channel") == "wechat" else None
+
+    record = await until(rerouted)
+    openid_address = f"wechat:{account.appid}:o_citizen_0002"
+    assert record["recipient"] == openid_address
+    assert record["route"] == f"tel:{CITIZEN} -> {openid_address} (sms undelivered: 30005)"
+    assert record["ticket_id"] == ticket_id
+    assert len(sandbox.sent_to(CITIZEN)) == 1  # the dead number is not tried again
+    state = await sandbox.redis.hgetall(keys.address_state(TENANT, f"tel:{CITIZEN}"))
+    assert state[b"unreachable"] == b"1" and state[b"unreachable_why"] == b"sms:30005"
