@@ -101,4 +101,6 @@ async def _sms(gw: Gateway, settings: Any, built: Built) -> None:
 
 
 async def _email(gw: Gateway, settings: Any, built: Built) -> None:
-    return None
+    from gateway import email_wiring
+
+    await email_wiring.build(gw, settings, built)

@@ -29,7 +29,7 @@ from gateway.dispatcher import Dispatcher, DispatchSettings
 from gateway.intake import Intake
 from gateway.rendering import Renderer
 from gateway.scheduler import Scheduler
-from gateway.staff import setup_staff_api
+from gateway.staff import setup_staff_api, survey
 from gateway.staff.context import StaffContext
 from gateway.staff.webhooks_out import WebhookSender
 from gateway.webhooks import WebhookRoutes
@@ -46,6 +46,10 @@ def engine_settings(settings: Settings) -> EngineSettings:
     raw.setdefault("ticket_prefix", settings.tenant.prefix)
     raw.setdefault("timezone", settings.tenant.timezone)
     raw.setdefault("reply_working_days", settings.tenant.reply_deadline_days)
+    if settings.sms.get("confirmation") is False:
+        # [sms] confirmation = false: file without the "reply 1 to confirm" text, to save messages.
+        channels = raw.get("confirm_channels", ["wechat", "sms"])
+        raw["confirm_channels"] = [c for c in channels if c != "sms"]
     try:
         return engine_settings_from_mapping(raw)
     except ValueError as exc:
@@ -111,6 +115,9 @@ class Gateway:
             engine_settings(settings),
             catalogue,
             tenant,
+            rating_policy=lambda ticket, rating, comment, actor, now, amend: survey.rating_changes(
+                ticket, rating, comment, actor, now, tenant, amend=amend
+            ),
             clock=clock,
             wait_aof=settings.redis.wait_aof,
         )

@@ -47,6 +47,7 @@ from conversation.actions import (
     SetTimer,
 )
 from conversation.catalogue import Catalogue
+from conversation.commands import Command, parse_command
 from conversation.engine import TicketSummary, TurnContext, step, ticket_ids_mentioned
 from conversation.settings import EngineSettings
 from conversation.state import ConversationState
@@ -228,9 +229,14 @@ class Intake:
     async def _context(
         self, inbound: Inbound, state: ConversationState
     ) -> tuple[TurnContext, dict[str, Ticket]]:
-        """Ticket summaries the engine may need; no read at all for a citizen with no tickets."""
+        """Ticket summaries the engine may need, read only when this turn can use them: ids in
+        the text, a status question (all of the citizen's recent tickets), the open ticket a
+        message may supplement, a pending survey or staff question. A citizen with no tickets
+        costs no read at all."""
         wanted: list[str] = ticket_ids_mentioned(inbound.text, self.tenant.prefix) if inbound.text else []
-        wanted += [t.id for t in state.tickets[-self.engine_settings.status_list_limit * 2 :]]
+        command = parse_command(inbound.text, self.tenant.prefix) if inbound.text else None
+        if (command is not None and command.command is Command.STATUS) or inbound.attrs.get("click_key"):
+            wanted += [t.id for t in state.tickets[-self.engine_settings.status_list_limit * 2 :]]
         for extra in (state.current_ticket, state.pending_survey):
             if extra:
                 wanted.append(extra)
@@ -376,8 +382,17 @@ class Intake:
             }
             if inbound.attrs.get("ack_suppressed") == "1" or inbound.attrs.get("no_auto_reply") == "1":
                 return []
+        replies = list(tr.replies)
+        if inbound.channel == "email" and len(replies) > 1:
+            # Email is not chatty: what the engine says in one turn goes out as one mail, the
+            # first reply's subject over all the parts (the renderer joins them).
+            bundle = [
+                {"key": r.key, "params": {k: _swap(v) for k, v in r.params.items()}} for r in replies[1:]
+            ]
+            attrs = {**attrs, "bundle": json.dumps(bundle, ensure_ascii=False)}
+            replies = replies[:1]
         out = []
-        for i, reply in enumerate(tr.replies):
+        for i, reply in enumerate(replies):
             out.append(
                 Outbound(
                     id=f"reply:{inbound.channel}:{inbound.external_id}:{i}",

@@ -8,6 +8,7 @@ Webhook deliveries to government systems are JSON bodies built by the staff side
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from channels.base import Outbound, Purpose, RenderedMessage
@@ -45,6 +46,9 @@ class Renderer:
             return RenderedMessage(text=sms(fit_params(sms, outbound.params, FREE_TEXT_PARAMS)))
         if channel == "email":
             body = self.catalogue.render(key, outbound.params, lang, "email")
+            # A bundle carries the rest of what one conversation turn said, as one mail.
+            for part in json.loads(outbound.attrs.get("bundle") or "[]"):
+                body += "\n\n" + self.catalogue.render(part["key"], part["params"], lang, "email")
             subject = self.catalogue.render(key, outbound.params, lang, "email_subject")
             subject = subject.strip().splitlines()[0] if subject.strip() else key
             if len(subject) > SUBJECT_MAX:

@@ -117,6 +117,8 @@ def start_serve(
 class TestClock:
     """A clock tests move by hand: ``clock.advance(3 * 86400)``."""
 
+    __test__ = False  # not a test class, despite the name
+
     def __init__(self, start: float | None = None) -> None:
         self.now = time.time() if start is None else start
 

@@ -21,10 +21,7 @@ import redis.asyncio as aioredis
 
 from channels.base import Inbound
 from channels.email.fake import MailSink, start_sink
-from channels.email.settings import parse_settings as parse_email
 from channels.email.simulator import citizen_mail, send_mail
-from gateway import email_wiring
-from gateway.channel_wiring import Built
 from gateway.components import Gateway
 from gateway.config import settings_from_mapping
 from tests.channels.email_kit import HOTLINE
@@ -81,12 +78,7 @@ async def _start(
         env={},
     )
     gw = await Gateway.create(settings, redis, sandbox=False)
-    if gw.email is None:
-        # gateway.channel_wiring._email does not call email_wiring.build yet: attach it here.
-        built = Built()
-        await email_wiring.build(gw, parse_email(raw_email, env={}), built)
-        gw.adapters.update({a.name: a for a in built.adapters})
-        gw.email = built.email
+    assert gw.email is not None, "serve wires the email channel from the [email] table"
     addresses = await gw.start_roles({"smtp", "imap", "worker"})
     return Running(gw, sink, int(addresses["smtp"].rpartition(":")[2]))
 
@@ -123,11 +115,6 @@ async def _first_mail_without_address(running: Running) -> tuple[EmailMessage, l
     return first, running.answers()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/intake.py queues one Outbound per Reply of the turn (intro + one per missing field); "
-    "issue 6 wants a single email listing everything missing",
-)
 async def test_missing_details_asked_in_one_mail(running: Running) -> None:
     _, asks = await _first_mail_without_address(running)
     assert len(asks) == 1
