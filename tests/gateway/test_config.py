@@ -74,3 +74,31 @@ def test_missing_and_broken_files_are_clear(tmp_path: Path) -> None:
     bad.write_text("[http\nport=1", encoding="utf-8")
     with pytest.raises(ConfigError, match="valid TOML"):
         load_config(bad)
+
+
+def _uncomment(block: str) -> str:
+    """The root example's channel blocks, switched on: '# [table]' and '# key = …' lose their '# '."""
+    import re
+
+    lines = []
+    for line in block.splitlines():
+        body = line[2:] if line.startswith("# ") else None
+        lines.append(body if body is not None and re.match(r"^(\[|[a-z_]+ *=)", body) else line)
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("channel", ["wechat", "sms", "email"])
+def test_channel_examples_parse_and_the_root_example_documents_them(channel: str) -> None:
+    import tomllib
+
+    from gateway.components import parse_channel_settings
+
+    own = (ROOT / "channels" / channel / "config.example.toml").read_text(encoding="utf-8")
+    for text in (own, _uncomment(own)):  # as shipped, and with the optional keys switched on too
+        raw = tomllib.loads(text)
+        parsed = parse_channel_settings(settings_from_mapping({channel: raw[channel]}, env={}), sandbox=False)
+        assert channel in parsed
+    # The root example carries the same block, commented out; switched on it is the same table.
+    root = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    assert channel not in tomllib.loads(root)
+    assert tomllib.loads(_uncomment(root))[channel] == tomllib.loads(_uncomment(own))[channel]
