@@ -34,6 +34,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS: nonce, address state. ARGV: fingerprint, nonce ttl, "message"|"event", at, state ttl.
+# first_use and note_message/note_event in one script: 0 (and nothing noted) on a replayed nonce.
+_FIRST_USE_NOTING = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+end
+local at_field, used_field = 'wx_last_in', 'wx_used'
+if ARGV[3] == 'event' then at_field, used_field = 'wx_event_at', 'wx_event_used' end
+local cur = tonumber(redis.call('HGET', KEYS[2], at_field) or '0')
+if tonumber(ARGV[4]) > cur then
+  redis.call('HSET', KEYS[2], at_field, ARGV[4], used_field, 0)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
 _NOTE_EVENT = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'wx_event_at') or '0')
 if tonumber(ARGV[1]) > cur then
@@ -105,6 +121,7 @@ class RedisWeChatState:
         self._r = redis
         self._note_message = redis.register_script(_NOTE_MESSAGE)
         self._note_event = redis.register_script(_NOTE_EVENT)
+        self._first_use_noting = redis.register_script(_FIRST_USE_NOTING)
         self._claim = redis.register_script(_CLAIM)
         self._add_consent = redis.register_script(_ADD_CONSENT)
         self._take_consent = redis.register_script(_TAKE_CONSENT)
@@ -117,6 +134,16 @@ class RedisWeChatState:
         if await self._r.set(key, fingerprint, nx=True, ex=ttl):
             return True
         return _text(await self._r.get(key)) == fingerprint
+
+    async def first_use_noting(
+        self, tenant: str, account: str, nonce: str, fingerprint: str, ttl: int, note: tuple[str, str, float]
+    ) -> bool:
+        kind, address, at = note
+        if kind not in ("message", "event"):
+            raise ValueError(f"note kind must be message or event, got {kind!r}")
+        keys_ = [keys.nonce(tenant, account, nonce), keys.address_state(tenant, address)]
+        args: list[str | float] = [fingerprint, ttl, kind, at, keys.CONVERSATION_TTL]
+        return bool(await self._first_use_noting(keys=keys_, args=args))
 
     # --- TokenCache ---------------------------------------------------------------------------------
 

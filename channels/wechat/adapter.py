@@ -2,7 +2,9 @@
 
 Order of checks on a push (each failure is a WebhookRejected and never reaches the engine):
 size (413) → URL signature (403) → timestamp window (403) → XML safety (400) → msg_signature and
-decryption with the current, then the previous EncodingAESKey (403) → nonce replay (403).
+decryption with the current, then the previous EncodingAESKey (403) → ToUserName (403) →
+required push fields (400) → nonce replay (403). The nonce claim and the push's first
+channel-state effect (the window a message opens) share one Redis round trip.
 The reply to an encrypted push is encrypted with the key that opened it (PROTOCOLS.md A.2).
 """
 
@@ -148,17 +150,27 @@ class WeChatAdapter:
             # URL verification: echo echostr verbatim (no decryption for Official Accounts).
             return WebhookResult(answer=HttpAnswer(200, q.get("echostr", "").encode(), "text/plain"))
         msg, cipher = self._open(account, request)
-        fingerprint = hashlib.sha256(request.body).hexdigest()[:32]
-        ttl = 2 * self.settings.timestamp_window_s
-        if not await self._replay.first_use(account.tenant, account.name, nonce, fingerprint, ttl):
-            raise WebhookRejected(403, "nonce replayed with another body")
         if msg.get("ToUserName") != account.account_id:
             raise WebhookRejected(403, "ToUserName is not this account")
         try:
-            mapped = map_push(msg, account, self.settings)
+            mapped = map_push(msg, account, self.settings)  # pure: nothing happens before the claim
         except PushRejected as exc:
             raise WebhookRejected(400, f"bad push: {exc}") from None
-        await self._apply(account, mapped)
+        effects = mapped.effects
+        fingerprint = hashlib.sha256(request.body).hexdigest()[:32]
+        ttl = 2 * self.settings.timestamp_window_s
+        claim = (account.tenant, account.name, nonce, fingerprint, ttl)
+        if effects and effects[0].kind in ("message", "event"):
+            # The common push: claim the nonce and note the window in one round trip.
+            first = (effects[0].kind, mapped.address, float(effects[0].value))
+            fresh = await self._replay.first_use_noting(*claim, note=first)
+            effects = effects[1:]
+        else:
+            fresh = await self._replay.first_use(*claim)
+        if not fresh:
+            raise WebhookRejected(403, "nonce replayed with another body")
+        for effect in effects:
+            await self._apply_one(account.tenant, mapped.address, effect)
         inbound = await self._download(account, mapped) if mapped.inbound else None
         context = ReplyContext(str(msg.get("FromUserName", "")), account.account_id, nonce, cipher)
         deliveries: tuple[DeliveryUpdate, ...] = (mapped.delivery,) if mapped.delivery else ()
@@ -190,10 +202,6 @@ class WeChatAdapter:
             return parse_xml(plain), cipher
         except XmlRejected as exc:
             raise WebhookRejected(400, f"decrypted payload: {exc}") from None
-
-    async def _apply(self, account: Account, mapped: Mapped) -> None:
-        for effect in mapped.effects:
-            await self._apply_one(account.tenant, mapped.address, effect)
 
     async def _apply_one(self, tenant: str, address: str, effect: Effect) -> None:
         book = self._addresses

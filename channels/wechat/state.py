@@ -22,6 +22,14 @@ class ReplayGuard(Protocol):
         nonce came with another body: a captured signature replayed with new content."""
         ...
 
+    async def first_use_noting(
+        self, tenant: str, account: str, nonce: str, fingerprint: str, ttl: int, note: tuple[str, str, float]
+    ) -> bool:
+        """:meth:`first_use`, and only when it passes, ``note`` = (kind, address, at) applied as
+        :meth:`AddressBook.note_message` (kind "message") or ``note_event`` ("event"), in one
+        round trip: nearly every push is a message, so this is the webhook's hot path."""
+        ...
+
 
 class TokenCache(Protocol):
     async def get(self, tenant: str, appid: str) -> str | None:

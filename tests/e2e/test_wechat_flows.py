@@ -297,3 +297,23 @@ async def test_a_push_with_no_reachable_address_left_is_recorded_undeliverable(
         assert sb.wechat_sent() == []
         assert [m for m in sb.sms_sent() if ticket_id in m["body"]] == []
         assert await redis_client.hget(keys.address_state(TENANT, tel_address(E164)), "opted_out") == b"1"
+
+
+async def test_a_captured_signature_replayed_with_another_body_is_refused_and_opens_no_window(
+    data_dir: Path, valkey_url: str, redis_client: aioredis.Redis
+) -> None:
+    openid = "o_replay_target"
+    clock = Clock(START)
+    address = wechat_address(ACCOUNT.appid, openid)
+    async with sandbox(data_dir, valkey_url, clock, mode="plaintext") as sb:
+        query, body = sb.sim.sign(sb.sim.text(openid, "我家门口的路灯坏了三天了"))
+        assert (await sb.sim.post(query, body)).text is not None
+        opened = await redis_client.hget(keys.address_state(TENANT, address), "wx_last_in")
+        assert opened is not None and float(opened) == int(START)
+
+        clock.advance(60)  # a later forged message under the captured signature and nonce
+        forged = sb.sim.text(openid, "我要反映").encode()
+        refused = await sb.sim.post(query, forged)
+        assert refused.status == 403 and b"nonce" in refused.body
+        after = await redis_client.hget(keys.address_state(TENANT, address), "wx_last_in")
+        assert after == opened
