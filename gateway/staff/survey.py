@@ -158,12 +158,14 @@ def rating_changes(
         ])  # fmt: skip
     recipient = queries.contact_address(ticket)
     if recipient:
-        fx.outbox.append(
-            pushes.build_push(
-                tenant=ticket.tenant, ticket=ticket, recipient=recipient, key="status.redispatched",
-                params={"attempt": str(attempt + 1)}, cause=f"rating:{attempt}:redispatched",
-            )
+        told = pushes.build_push(
+            tenant=ticket.tenant, ticket=ticket, recipient=recipient, key="status.redispatched",
+            params={"attempt": str(attempt + 1)}, cause=f"rating:{attempt}:redispatched",
         )  # fmt: skip
+        fx.outbox.append(told)
+        # Like every staff push, the notice shows in the timeline with its delivery status.
+        payload = {"key": told.key, "outbound_id": told.id}
+        fx.changes.append(AddEvent(tid, TicketEvent("push", "system", now, payload)))
     return fx
 
 
