@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from channels.base import Inbound, InboundKind  # noqa: E402
-from conversation.engine import step  # noqa: E402
-from conversation.settings import default_settings  # noqa: E402
-from conversation.state import ConversationState  # noqa: E402
+from channels.base import Inbound, InboundKind
+from conversation.engine import step
+from conversation.settings import default_settings
+from conversation.state import ConversationState
 
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 SETTINGS = default_settings()

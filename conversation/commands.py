@@ -101,17 +101,36 @@ _CORRECT_RE = re.compile(
 )
 
 
-def _strip_keyword(text: str, keyword: str) -> str | None:
-    """The text after ``keyword`` when the message starts with it (ignoring case, spaces)."""
-    folded = fold(text).strip()
+def _keyword_re(keyword: str) -> re.Pattern[str]:
+    """``keyword`` at the start, spaces allowed between its characters, any case."""
     pattern = r"\s*".join(re.escape(ch) for ch in keyword)
-    m = re.match(rf"{pattern}\b" if keyword.isascii() else pattern, folded, re.I)
+    return re.compile(rf"{pattern}\b" if keyword.isascii() else pattern, re.I)
+
+
+# Compiled once: building and escaping each pattern per message was most of a short turn's cost.
+_KEYWORD_RES = {keyword: _keyword_re(keyword) for keyword in (*_STATUS, *_NEW_REPORT)}
+
+
+# Ideographs of the basic CJK block survive squash() one for one (NFKC leaves them alone, they
+# compose with nothing and have no case), so a message with more of them than the longest exact
+# command has cannot squash to one. That spares long messages the NFKC pass.
+_LONGEST_EXACT = max(len(word) for words in _EXACT.values() for word in words)
+_MORE_IDEOGRAPHS = re.compile(rf"(?:[^\u4e00-\u9fff]*+[\u4e00-\u9fff]){{{_LONGEST_EXACT + 1}}}")
+
+
+def _could_be_exact(folded: str) -> bool:
+    return _MORE_IDEOGRAPHS.match(folded) is None
+
+
+def _after_keyword(folded: str, keyword: str) -> str | None:
+    """The text after ``keyword`` when the (folded, stripped) message starts with it."""
+    m = _KEYWORD_RES[keyword].match(folded)
     return None if m is None else folded[m.end() :].strip(" :,.，。：")
 
 
 def parse_command(text: str, prefix: str | None = None) -> Parsed | None:
     folded = fold(text).strip()
-    key = squash(folded)
+    key = squash(folded) if _could_be_exact(folded) else ""
     if folded in {"?", "？"} or folded.rstrip("?") == "":
         return Parsed(Command.HELP) if folded else None
     for command, words in _EXACT.items():
@@ -122,7 +141,7 @@ def parse_command(text: str, prefix: str | None = None) -> Parsed | None:
         word = re.sub(r"\s+", "", m.group(1)).lower()
         return Parsed(Command.CORRECT, m.group(2).strip(), SLOT_WORDS.get(word, "credit_code"))
     for keyword in _STATUS:
-        rest = _strip_keyword(folded, keyword)
+        rest = _after_keyword(folded, keyword)
         if rest is not None and (
             squash(rest) in _STATUS_FILLERS or find_ticket_ids(rest, prefix) or squash(rest).isdigit()
         ):
@@ -130,7 +149,7 @@ def parse_command(text: str, prefix: str | None = None) -> Parsed | None:
     if find_ticket_ids(folded, prefix) and _only_id_and_code(folded):
         return Parsed(Command.STATUS, folded)
     for keyword in _NEW_REPORT:
-        rest = _strip_keyword(folded, keyword)
+        rest = _after_keyword(folded, keyword)
         if rest is not None and (keyword != "new" or squash(rest) in {"", "report", "problem"}):
             return Parsed(Command.NEW_REPORT, "" if keyword == "new" else rest)
     return None

@@ -9,6 +9,7 @@ is returned only when the rule matched.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,15 +19,18 @@ from conversation.settings import Category
 from conversation.text import cjk_count, fold, meaningful_count, squash, tidy
 
 _SEP = r"[\s\-]?"
-MOBILE_RE = re.compile(rf"(?<!\d)(?:\+?86{_SEP})?(1[3-9]\d(?:{_SEP}\d){{8}})(?!\d)")
-LANDLINE_RE = re.compile(r"(?<!\d)\(?(0\d{2,3})\)?[\s\-]?(\d{3,4}[\s\-]?\d{4})(?!\d)")
+# The leading lookaheads (the characters a match can begin with) change no match; they spare the
+# regex engine the full attempt at every character of a long message.
+MOBILE_RE = re.compile(rf"(?=[+81])(?<!\d)(?:\+?86{_SEP})?(1[3-9]\d(?:{_SEP}\d){{8}})(?!\d)")
+LANDLINE_RE = re.compile(r"(?=[(0])(?<!\d)\(?(0\d{2,3})\)?[\s\-]?(\d{3,4}[\s\-]?\d{4})(?!\d)")
 DIGITISH_RE = re.compile(r"(?<!\d)\+?\d[\d\s\-]{3,}\d(?!\d)")
 PHONE_LABEL_RE = re.compile(
-    r"(联系电话|联系方式|手机号码|手机号|电话号码|电话|手机|号码|phone|tel|mobile)\s*[:是为]?\s*$", re.I
+    r"(?=[联手电号ptm])(联系电话|联系方式|手机号码|手机号|电话号码|电话|手机|号码|phone|tel|mobile)\s*[:是为]?\s*$",
+    re.I,
 )
 
 # Function words never belong to a place name, so a span cannot start in "我家门口的…".
-_NAME = r"(?:(?![的了是有我你他她它们很都也就还又在把被]){c})".format(c=r"[\u4e00-\u9fffA-Za-z0-9]")
+_FUNCTION_WORDS = "的了是有我你他她它们很都也就还又在把被"
 _MARK = (
     r"(?:自治区|自治州|街道|社区|小区|花园|新村|公寓|大厦|广场|大道|大街|胡同|号楼|单元|开发区|工业园"
     r"|省|市|县|区|镇|乡|村|路|街|巷|弄|号|栋|幢|座|室|组)"
@@ -36,7 +40,35 @@ _NOT_AFTER = r"(?!灯|面|边|段|况|过|线|费|由|障|程|径|标|场|民|�
 _FINE_RE = re.compile(
     r"街道|社区|小区|花园|新村|公寓|大厦|广场|大道|大街|胡同|单元|镇|乡|村|路|街|巷|弄|号|栋|幢|座|室|组"
 )
-ADDRESS_RE = re.compile(rf"(?:{_NAME}{{1,12}}?{_MARK}{_NOT_AFTER})+")
+
+
+def _char_class(ranges: str, excluded: str) -> str:
+    """A regex class of the ``ranges`` ("az09" pairs) minus the ``excluded`` characters."""
+    kept = sorted(
+        {c for a, b in zip(ranges[::2], ranges[1::2], strict=True) for c in range(ord(a), ord(b) + 1)}
+        - {ord(c) for c in excluded}
+    )
+    runs: list[tuple[int, int]] = []
+    for c in kept:
+        if runs and runs[-1][1] == c - 1:
+            runs[-1] = (runs[-1][0], c)
+        else:
+            runs.append((c, c))
+    return (
+        "[" + "".join(re.escape(chr(a)) + ("" if a == b else "-" + re.escape(chr(b))) for a, b in runs) + "]"
+    )
+
+
+# A place-name character: an ideograph, letter or digit that is not a function word.
+_NAME = _char_class("\u4e00\u9fffAZaz09", _FUNCTION_WORDS)
+# Only characters that begin some marker; the marker alternation is tried only where one stands.
+_MARK_START = "(?=[" + "".join(sorted({alt[0] for alt in _MARK[3:-1].split("|")})) + "])"
+# Scanned once per message and tried at every character, so it is written for speed: the function
+# word exclusion folded into one character class (not a lookahead per character), and the marker
+# alternation gated by a one-character test. tests/conversation/test_speedups.py compares it with
+# the plain form "(?:(?![function words])[\u4e00-\u9fffA-Za-z0-9]){1,12}?{_MARK}{_NOT_AFTER}" on
+# random text.
+ADDRESS_RE = re.compile(rf"(?:{_NAME}{{1,12}}?{_MARK_START}{_MARK}{_NOT_AFTER})+")
 _LOCATIVE = (
     "反映",
     "投诉",
@@ -57,6 +89,7 @@ _LOCATIVE = (
     "是",
     ":",
 )
+_OWN_HOME_RE = re.compile(r"^(我家|我们家|我们|我|家)")
 _GENERIC_PLACES = frozenset(
     {
         "马路",
@@ -85,8 +118,13 @@ _GENERIC_PLACES = frozenset(
     }
 )
 
+_COMPANY_SUFFIX = "股份有限公司|有限责任公司|有限公司|集团公司|集团|合作社|商行|门市部|工作室|事务所|公司|厂"
+# A message without any company suffix has no company: one quick scan instead of the full regex.
+_COMPANY_SUFFIX_RE = re.compile(_COMPANY_SUFFIX)
+_SUFFIX_START = "(?=[" + "".join(sorted({alt[0] for alt in _COMPANY_SUFFIX.split("|")})) + "])"
 COMPANY_RE = re.compile(
-    r"([\u4e00-\u9fffA-Za-z0-9()]{4,30}?(?:股份有限公司|有限责任公司|有限公司|集团公司|集团|合作社|商行|门市部|工作室|事务所|公司|厂))(?=$|[\s,.;!?，。；、:()！？]|的|在|是|位于|有|想|需要|要)"
+    rf"([\u4e00-\u9fffA-Za-z0-9()]{{4,30}}?{_SUFFIX_START}(?:{_COMPANY_SUFFIX}))"
+    r"(?=$|[\s,.;!?，。；、:()！？]|的|在|是|位于|有|想|需要|要)"
 )
 _COMPANY_CUT = ("公司名称", "企业名称", "单位名称", "代表", "我们是", "我司是", "我是", "是", "为", "叫", ":")
 CREDIT_TOKEN_RE = re.compile(r"(?<![0-9A-Z])[0-9A-Z]{15,20}(?![0-9A-Z])")
@@ -94,14 +132,21 @@ NAME_RE = re.compile(
     r"(?:我叫|姓名\s*[:是为]?|名字\s*[:是为]?|my name is\s+)([\u4e00-\u9fff]{2,4}|[A-Za-z][A-Za-z ]{1,30}[A-Za-z])",
     re.I,
 )
+# The lookahead, as for the phone regexes: the characters a match can begin with.
 ENTERPRISE_RE = re.compile(
-    r"我们公司|我公司|本公司|我司|我们企业|本企业|我们厂|代表.{0,6}(?:公司|企业)|企业诉求|our company", re.I
+    r"(?=[我本代企o])(?:我们公司|我公司|本公司|我司|我们企业|本企业|我们厂|代表.{0,6}(?:公司|企业)|企业诉求|our company)",
+    re.I,
 )
 _LABELS = {
     "location": r"(?:详细地址|地址|位置|地点|address|location)",
     "description": r"(?:问题描述|问题|描述|内容|description)",
     "company": r"(?:企业名称|公司名称|单位名称|company)",
 }
+_LABEL_RES = {
+    slot: re.compile(rf"{label}\s*[:：]\s*([^\n;；,，。]+)", re.I) for slot, label in _LABELS.items()
+}
+_CREDIT_LABEL_RE = re.compile(r"(统一社会信用代码|社会信用代码|信用代码)\s*[:：是为]?\s*")
+_FIELD_WORD_RE = re.compile(r"(地址|位置|地点|姓名|名字|我叫|公司|企业|名称|是)\s*[:：]?")
 _GREETINGS = re.compile(r"^(你好|您好|在吗|在不在|哈喽|hello|hi|hey)[!,.~ ]*", re.I)
 
 
@@ -128,7 +173,10 @@ def phone_to_e164(phone: str) -> str | None:
     return f"+86{phone}" if re.fullmatch(r"1[3-9]\d{9}", phone) else None
 
 
-def _cut_after(span: str, markers: Sequence[str]) -> str:
+def _cut_after(span: str, markers: tuple[str, ...]) -> str:
+    """``span`` after the last of ``markers`` that leaves at least two characters."""
+    if _any_of(markers).search(span) is None:
+        return span  # the usual case, in one scan instead of a find per marker
     best = -1
     for marker in markers:
         i = span.rfind(marker)
@@ -137,12 +185,17 @@ def _cut_after(span: str, markers: Sequence[str]) -> str:
     return span[best:] if best >= 0 else span
 
 
+@functools.cache
+def _any_of(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(w) for w in words))
+
+
 def find_locations(text: str) -> list[str]:
     """Address-like spans, cleaned of leading words such as 在/位于/地址是."""
     places = []
     for m in ADDRESS_RE.finditer(fold(text)):
         span = _cut_after(m.group(0), _LOCATIVE)
-        span = re.sub(r"^(我家|我们家|我们|我|家)", "", span)
+        span = _OWN_HOME_RE.sub("", span)
         # A county or city alone is too vague to send anyone to.
         fine = _FINE_RE.search(span) is not None
         if fine and len(span) >= 3 and cjk_count(span) >= 2 and span not in _GENERIC_PLACES:
@@ -186,7 +239,10 @@ def find_credit_codes(text: str) -> tuple[list[str], bool]:
 
 
 def find_company(text: str) -> str | None:
-    for m in COMPANY_RE.finditer(fold(text)):
+    folded = fold(text)
+    if _COMPANY_SUFFIX_RE.search(folded) is None:
+        return None
+    for m in COMPANY_RE.finditer(folded):
         name = _cut_after(m.group(1), _COMPANY_CUT)
         if meaningful_count(name) >= 4:
             return name
@@ -194,10 +250,10 @@ def find_company(text: str) -> str | None:
 
 
 def labelled(text: str, slot: str) -> str | None:
-    label = _LABELS.get(slot)
-    if label is None:
+    label_re = _LABEL_RES.get(slot)
+    if label_re is None:
         return None
-    m = re.search(rf"{label}\s*[:：]\s*([^\n;；,，。]+)", fold(text), re.I)
+    m = label_re.search(fold(text))
     return tidy(m.group(1)) if m and meaningful_count(m.group(1)) >= 2 else None
 
 
@@ -219,7 +275,7 @@ def _drop_credit_tokens(text: str) -> str:
     folded = fold(text)
     for m in reversed(list(CREDIT_TOKEN_RE.finditer(folded.upper()))):
         text = text[: m.start()] + text[m.end() :]
-    return re.sub(r"(统一社会信用代码|社会信用代码|信用代码)\s*[:：是为]?\s*", "", text)
+    return _CREDIT_LABEL_RE.sub("", text)
 
 
 def description_in(text: str, min_chars: int, max_chars: int) -> str | None:
@@ -235,7 +291,7 @@ def description_in(text: str, min_chars: int, max_chars: int) -> str | None:
         if part:
             remainder = remainder.replace(part, "")
     remainder = ENTERPRISE_RE.sub("", remainder)
-    remainder = re.sub(r"(地址|位置|地点|姓名|名字|我叫|公司|企业|名称|是)\s*[:：]?", "", remainder)
+    remainder = _FIELD_WORD_RE.sub("", remainder)
     if meaningful_count(remainder) < min_chars:
         return None
     return body[:max_chars]
