@@ -29,9 +29,11 @@ from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import phonenumbers
 import redis.asyncio as aioredis
 
 from channels.base import Inbound, Outbound, tel_address
+from channels.sms.phone import PhoneError, to_e164
 from conversation.actions import (
     NEW_TICKET_ID,
     Action,
@@ -270,8 +272,9 @@ class Intake:
                     tr.replies.append(action)
                 case CreateTicket(fields=draft):
                     addresses = [inbound.sender]
-                    if draft.phone.startswith("+"):
-                        addresses.append(tel_address(draft.phone))
+                    mobile = _sms_address(draft.phone)
+                    if mobile:
+                        addresses.append(mobile)
                     tr.new_ticket = NewTicket(
                         channel=inbound.channel,
                         citizen=inbound.sender,
@@ -427,3 +430,18 @@ def _stored_texts(stored: bytes) -> list[str]:
         return []
     texts = data.get("inline") if isinstance(data, dict) else None
     return [str(t) for t in texts] if isinstance(texts, list) else []
+
+
+def _sms_address(phone: str) -> str | None:
+    """The ``tel:`` address of a contact phone that can receive SMS (mobiles only), so status
+    pushes can fall back to it; None for landlines and anything unparseable."""
+    if not phone:
+        return None
+    try:
+        e164 = to_e164(phone)
+    except PhoneError:
+        return None
+    kind = phonenumbers.number_type(phonenumbers.parse(e164))
+    if kind not in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        return None
+    return tel_address(e164)
