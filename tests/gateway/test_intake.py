@@ -92,8 +92,9 @@ async def test_a_late_turn_sends_its_reply_through_the_outbox(redis_client: aior
     outcome = await intake.handle(text("路灯坏了，晚上很黑", "4001"), deadline=time.monotonic() - 1)
     assert outcome.texts == ()
     entries = await redis_client.xrange(keys.outbox("default"))
-    assert len(entries) == 1
+    assert entries is not None and len(entries) == 1
     [(_, fields)] = entries
+    assert fields is not None
     [envelope] = [Envelope.from_json(v) for v in fields.values()]
     assert (envelope.outbound.key, envelope.outbound.recipient) == ("ask_location", WX)
     # …and the stored answer for a retry of this message is "nothing inline" (already queued).
