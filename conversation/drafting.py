@@ -176,7 +176,7 @@ def next_step(turn: Turn) -> None:
     if todo:
         if turn.state.asking != todo[0].name:
             turn.state = replace(turn.state, asking=todo[0].name, tries=0)
-        turn.state = replace(turn.state, mode=Mode.COLLECTING)
+        turn.state = turn.state.evolve(mode=Mode.COLLECTING)
         prompt(turn, todo[0])
         return
     if turn.state.channel in turn.settings.confirm_channels:

@@ -85,7 +85,7 @@ def step_strict(
     context: TurnContext = _EMPTY_CONTEXT,
 ) -> tuple[ConversationState, list[Action]]:
     """:func:`step` without the safety net (tests use it so a bug cannot hide)."""
-    turn = Turn(replace(state, channel=inbound.channel), inbound, now, settings, context)
+    turn = Turn(state.evolve(channel=inbound.channel), inbound, now, settings, context)
     kind = inbound.kind
     if kind == InboundKind.CONSENT:
         _consent(turn)
@@ -212,7 +212,7 @@ def _email_text(inbound: Inbound) -> str:
 def _text(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
     lang = detect_language(text)
     if lang is not None:
-        turn.state = replace(turn.state, language=lang)
+        turn.state = turn.state.evolve(language=lang)
     text = text.strip()
     if not text and not media:
         turn.say("empty_message")
@@ -226,7 +226,7 @@ def _text(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
     if turn.state.mode == Mode.CONFIRMING and squash(text) in (_CONFIRM | _EDIT | _ABORT):
         command = None
     if command is not None:
-        turn.state = replace(turn.state, comment_for=None)
+        turn.state = turn.state.evolve(comment_for=None)
         run_command(turn, command)
     else:
         _message(turn, text, media)
@@ -244,7 +244,7 @@ def _message(turn: Turn, text: str, media: tuple[MediaRef, ...]) -> None:
     if s.comment_for is not None and s.mode == Mode.IDLE and text:
         survey.take_comment(turn, text)
         return
-    turn.state = replace(s, comment_for=None)
+    turn.state = s.evolve(comment_for=None)
     rating = survey.parse_rating(text) if s.pending_survey else None
     menu_digit = s.mode == Mode.COLLECTING and s.asking == "category" and squash(text).isdigit()
     if rating is not None and not menu_digit:

@@ -57,6 +57,10 @@ class StaffQuestion:
     question: str
 
 
+_MISSING = object()
+_PLAIN = frozenset({str, int, bool, type(None), Mode})
+
+
 @dataclass(frozen=True, slots=True)
 class ConversationState:
     mode: Mode = Mode.IDLE
@@ -93,6 +97,20 @@ class ConversationState:
     def with_slot(self, name: str, value: SlotValue) -> ConversationState:
         kept = tuple((k, v) for k, v in self.slots if k != name)
         return replace(self, slots=(*kept, (name, value)))
+
+    def evolve(self, **changes: Any) -> ConversationState:
+        """``dataclasses.replace``, but this very state when no field would change.
+
+        A replace copies all the fields and several run per turn, mostly setting a value the
+        field already has. Only values of plain immutable types count as unchanged (equal and
+        of the same type), so what is returned cannot be told from what replace would return;
+        floats (0.0 == -0.0) and containers always take the replace.
+        """
+        for name, value in changes.items():
+            current = getattr(self, name, _MISSING)
+            if type(value) not in _PLAIN or type(current) is not type(value) or current != value:
+                return replace(self, **changes)
+        return self
 
     def filled(self) -> frozenset[str]:
         return frozenset(k for k, _ in self.slots)

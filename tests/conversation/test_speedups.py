@@ -14,11 +14,14 @@ import re
 import sys
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import fields, replace
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conversation import commands, extract, text
+from conversation.state import ConversationState, Mode
 from store.ticketid import find_ticket_ids
 
 # -- the reference forms (the code before the speed-ups) -------------------------------------------
@@ -310,3 +313,41 @@ def test_long_messages_still_reach_every_rule() -> None:
     assert extract.find_company(long) == "睢宁县新科机械有限公司"
     assert extract.find_locations(long) == ["人民路88号"]
     assert commands.parse_command("h e l p" + " !" * 500) == commands.Parsed(commands.Command.HELP)
+
+
+FIELD_VALUES = {
+    "mode": st.sampled_from(list(Mode)),
+    "channel": st.sampled_from(["", "wechat", "sms", "email"]),
+    "language": st.sampled_from([None, "zh-CN", "en"]),
+    "comment_for": st.sampled_from([None, ("SN-261120-0001-8", 1), ("SN-261120-0001-8", 2)]),
+    "tries": st.integers(0, 3),
+    "sms_opted_out": st.booleans(),
+    "draft_started": st.sampled_from([None, 0.0, -0.0, 1.5]),
+    "asking": st.sampled_from([None, "phone", "location"]),
+}
+CHANGES = st.fixed_dictionaries({}, optional=FIELD_VALUES)
+
+
+@EXAMPLES
+@given(before=CHANGES, changes=CHANGES)
+def test_evolve_is_replace(before: dict[str, Any], changes: dict[str, Any]) -> None:
+    state = replace(ConversationState(), **before)
+    fast, slow = state.evolve(**changes), replace(state, **changes)
+    assert fast == slow
+    assert fast.to_json() == slow.to_json()
+    for f in fields(ConversationState):
+        assert type(getattr(fast, f.name)) is type(getattr(slow, f.name)), f.name
+    if all(type(v) is not float and getattr(state, k) == v for k, v in changes.items()):
+        assert fast is state or changes.get("comment_for") is not None
+
+
+def test_evolve_keeps_what_replace_would_change() -> None:
+    state = ConversationState(draft_started=0.0, mode=Mode.COLLECTING)
+    assert state.evolve(draft_started=-0.0).to_json() != state.to_json()  # 0.0 == -0.0, but not alike
+    assert state.evolve(mode=Mode.COLLECTING) is state
+    try:
+        state.evolve(no_such_field=1)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("an unknown field must fail as dataclasses.replace does")
