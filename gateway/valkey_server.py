@@ -5,15 +5,22 @@ with our own configuration: a unix socket in the data directory (no TCP port to 
 AOF with ``appendfsync everysec``, and the data files in the data directory.
 
 Orphans: on Linux the child is started with ``PR_SET_PDEATHSIG`` so a SIGKILL of ``serve`` takes
-the server with it. As a second line, the pid file is checked at start: a leftover server still
-holding our data directory is shut down cleanly (``SHUTDOWN`` flushes the AOF) before a new one
-starts, so the next ``serve`` never fights over the files.
+the server with it. The process that started the server holds an exclusive ``flock`` on
+``supervisor.lock`` in the directory for as long as it runs (the kernel drops it when that process
+dies, however it dies). So at start:
+- the lock is held by someone else: a live ``serve`` owns the server, and a second process on the
+  same data directory (``sulai staff add`` while the gateway runs) attaches to it, and leaves it
+  running when done;
+- we get the lock but a server from the pid file still runs: a leftover of a killed supervisor;
+  it is shut down cleanly (``SHUTDOWN`` flushes the AOF) before a new one starts, so the next
+  ``serve`` never fights over the files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -22,8 +29,9 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,13 @@ class EmbeddedValkey:
     port: int = 0  # 0: unix socket only
     appendonly: bool = True
     process: subprocess.Popen[bytes] | None = None
+    attached: bool = False  # True: another process's server, never stopped by us
+    _lock_handle: IO[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # valkey-server changes into --dir before opening --logfile and friends: every path we
+        # hand it must be absolute, or a relative ./data breaks startup.
+        self.directory = self.directory.resolve()
 
     @property
     def socket_path(self) -> Path:
@@ -90,6 +105,8 @@ class EmbeddedValkey:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.port and len(str(self.socket_path)) > 100:
             self.port = free_port()
+        if not self._lock():
+            return self._attach(timeout)
         self._replace_leftover()
         args = [
             find_server_binary(),
@@ -154,13 +171,46 @@ class EmbeddedValkey:
         except OSError:
             return False
 
-    def _replace_leftover(self) -> None:
-        """Shut down a server a killed ``serve`` left behind on this directory, if any."""
+    def _running_pid(self) -> int | None:
         try:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
-            return
-        if not _alive(pid):
+            return None
+        return pid if _alive(pid) else None
+
+    def _lock(self) -> bool:
+        """Take the supervisor lock; False when another live process holds it."""
+        handle = (self.directory / "supervisor.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lock_handle = handle
+        return True
+
+    def _unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing the descriptor releases the flock
+            self._lock_handle = None
+
+    def _attach(self, timeout: float) -> str:
+        """Use the server a live supervisor runs on this directory."""
+        deadline = time.monotonic() + timeout
+        while not self._ping():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.directory} is locked by another process but its server does not answer"
+                )
+            time.sleep(0.05)
+        self.attached = True
+        log.info("attached to the embedded valkey of another process", extra={"url": self.url})
+        return self.url
+
+    def _replace_leftover(self) -> None:
+        """Shut down a server a killed ``serve`` left behind on this directory, if any."""
+        pid = self._running_pid()
+        if pid is None:
             return
         log.warning("replacing a leftover valkey-server", extra={"pid": pid})
         with contextlib.suppress(OSError):
@@ -173,7 +223,8 @@ class EmbeddedValkey:
             os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
-        if self.process is None:
+        if self.process is None:  # never started, or attached to another process's server
+            self._unlock()
             return
         if self.process.poll() is None:
             self.process.terminate()  # clean SHUTDOWN: flushes and fsyncs the AOF
@@ -183,6 +234,7 @@ class EmbeddedValkey:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self._unlock()
 
 
 def _alive(pid: int) -> bool:

@@ -97,10 +97,12 @@ def test_a_leftover_server_on_the_data_directory_is_replaced_without_losing_data
     client = redis.Redis.from_url(first.start())
     client.set("sulai:{default}:v1:probe", "kept")
     client.close()
-    # Detach the first server from its supervisor, as if `serve` had died without its child.
+    # Detach the first server from its supervisor, as if `serve` had died without its child:
+    # the dead supervisor's lock is gone, its server still runs.
     leftover = first.process
     assert leftover is not None
     first.process = None
+    first._unlock()
     second = EmbeddedValkey(directory)
     client = redis.Redis.from_url(second.start())
     try:
@@ -140,3 +142,41 @@ def test_every_command_has_help() -> None:
     for args in (["--help"], ["serve", "--help"], ["check-config", "--help"], ["version", "--help"]):
         result = subprocess.run([str(exe), *args], capture_output=True, text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, args
+
+
+def test_a_relative_data_directory_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    monkeypatch.chdir(tmp_path)
+    server = EmbeddedValkey(Path("data") / "valkey")
+    client = redis.Redis.from_url(server.start())
+    try:
+        assert client.ping()
+        assert (tmp_path / "data" / "valkey" / "valkey.log").exists()
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_staff_commands_share_the_server_of_a_running_gateway(serve_factory: Callable[..., ServeProcess]) -> None:
+    import sys
+
+    proc = serve_factory()
+    pid = _valkey_pid(proc.data_dir)
+    exe = Path(sys.executable).parent / "sulai"
+    added = subprocess.run(
+        [str(exe), "staff", "add", "--name", "张三", "--role", "dispatcher", "--config", str(proc.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    # The gateway's server was used, not replaced: same process, still ready, and it knows the token.
+    assert _valkey_pid(proc.data_dir) == pid and _alive(pid)
+    assert _get(proc.addresses["staff"] + "/readyz")[0] == 200
+    request = urllib.request.Request(
+        proc.addresses["staff"] + "/api/v1/tickets", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
