@@ -15,7 +15,9 @@ from gateway.testing import ServeProcess
 pytestmark = pytest.mark.slow
 
 
-async def test_ticket_is_acknowledged_after_waitaof(serve_factory: Callable[..., ServeProcess], tmp_path: Path) -> None:
+async def test_ticket_is_acknowledged_after_waitaof(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     proc = serve_factory({"redis": {"wait_aof": True}}, extra_args=("--sandbox",), data_dir=data_dir)
@@ -29,7 +31,9 @@ async def test_ticket_is_acknowledged_after_waitaof(serve_factory: Callable[...,
             mode="plaintext",
             session=session,
         )
-        await sim.push(sim.text("o_aof_citizen_01", "我家门口的路灯坏了三天了，在睢城街道人民路88号，电话13812345678"))
+        await sim.push(
+            sim.text("o_aof_citizen_01", "我家门口的路灯坏了三天了，在睢城街道人民路88号，电话13812345678")
+        )
         filed = await sim.push(sim.text("o_aof_citizen_01", "1"))
     assert filed.text is not None and "工单号" in filed.text
     # The server counted the WAITAOF the intake issued.
