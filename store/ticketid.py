@@ -29,10 +29,11 @@ PREFIX_RE = re.compile(r"[A-Z]{1,6}")
 # Separators people type between the groups. NFKC already maps full-width forms to these.
 SEPARATORS = " -_.\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\u30fb\u00b7/\t"
 _SEP_CLASS = "[" + re.escape(SEPARATORS) + "]"
-_SHAPE_RE = re.compile(r"([A-Z]{1,6})(\d{6})(\d{4,})(\d)")
+# ASCII only: Python's \d also matches Arabic-Indic and other digits NFKC leaves alone.
+_SHAPE_RE = re.compile(r"([A-Z]{1,6})(\d{6})(\d{4,})(\d)", re.ASCII)
 # An id-shaped token inside free text: a letter prefix, then digit groups split by separators.
 _TOKEN_RE = re.compile(
-    rf"(?<![A-Z0-9])([A-Z]{{1,6}}){_SEP_CLASS}{{0,2}}(\d+(?:{_SEP_CLASS}{{1,2}}\d+)*)(?![0-9])"
+    rf"(?<![A-Z0-9])([A-Z]{{1,6}}){_SEP_CLASS}{{0,2}}(\d+(?:{_SEP_CLASS}{{1,2}}\d+)*)(?![0-9])", re.ASCII
 )
 
 Reason = Literal["format", "checksum"]
@@ -100,7 +101,7 @@ def split_ticket_id(text: str, prefix: str | None = None) -> TicketIdParts:
     compact = "".join(ch for ch in folded if ch not in SEPARATORS)
     if prefix is not None:
         wanted = _check_prefix(prefix)
-        if compact.isdigit():
+        if compact.isascii() and compact.isdigit():
             compact = wanted + compact  # "261125-0042-7" typed without the prefix
     m = _SHAPE_RE.fullmatch(compact)
     if m is None:

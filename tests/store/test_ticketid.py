@@ -166,3 +166,12 @@ def test_query_code_length_bounds() -> None:
         new_query_code(digits=3)
     with pytest.raises(ValueError):
         new_query_code(digits=7)
+
+
+def test_digits_of_other_scripts_are_not_an_id_and_never_crash() -> None:
+    # NFKC leaves Arabic-Indic digits alone; they must read as "not an id", not raise.
+    text = "查询 SN-٢٦١١٢٥-٠٠٤٢-٧"
+    assert all(not isinstance(t, str) for t in find_ticket_ids(text))
+    with pytest.raises(TicketIdError) as info:
+        parse_ticket_id("SN-٢٦١١٢٥-٠٠٤٢-٧")
+    assert info.value.reason == "format"
