@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import uvloop
+
 from gateway.config import ConfigError, Settings, load_config
 
 VERSION = "0.1.0"
@@ -47,7 +49,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = resolve_settings(args)
     roles = set(args.role or ROLES)
-    return asyncio.run(serve(settings, roles=roles, sandbox=args.sandbox))
+    # uvloop: libuv's event loop roughly halves the per-request cost of aiohttp and redis-py.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(settings, roles=roles, sandbox=args.sandbox))
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
