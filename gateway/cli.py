@@ -31,6 +31,24 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./data)")
 
 
+def command_group(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The sub-command group ``name`` (``simulate``, ``wechat`` …) several modules add to:
+    argparse refuses a second parser of the same name, so the first one's group is reused."""
+    parser = sub.choices.get(name)
+    if parser is None:
+        parser = sub.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise RuntimeError(f"sub-command {name!r} exists but has no sub-commands")
+
+
+SIMULATE_HELP = "send messages to a running gateway the way a provider or a citizen does"
+
+
 def resolve_settings(args: argparse.Namespace) -> Settings:
     """Load the config named by --config, or ./config.toml when present, then apply --data-dir."""
     path = args.config
@@ -90,13 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=_cmd_version)
 
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # TODO(lead): remove once every channel has its commands
-            if exc.name != name:
-                raise
-            continue
-        module.add_commands(sub)
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -13,24 +13,13 @@ import mimetypes
 from pathlib import Path
 
 from channels.email.settings import SANDBOX_ADDRESS
-
-
-def _simulate_subparsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The ``simulate`` command is shared by the channels: reuse it when another added it."""
-    parser = sub.choices.get("simulate")
-    if parser is None:
-        parser = sub.add_parser("simulate", help="post simulated provider webhooks to a running gateway")
-        return parser.add_subparsers(dest="channel", required=True, metavar="CHANNEL")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="channel", required=True, metavar="CHANNEL")
+from gateway.cli import SIMULATE_HELP, command_group
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    mail = _simulate_subparsers(sub).add_parser("email", help="send a mail as a citizen (real SMTP)")
+    mail = command_group(sub, "simulate", SIMULATE_HELP).add_parser(
+        "email", help="send a mail as a citizen (real SMTP)"
+    )
     mail.add_argument("text", help="the mail body")
     mail.add_argument("--from", dest="from_", default="citizen@example.com", help="the citizen's address")
     mail.add_argument("--to", default=SANDBOX_ADDRESS, help="our hotline address (default %(default)s)")

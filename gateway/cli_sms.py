@@ -16,24 +16,13 @@ import re
 from html import unescape
 
 from channels.sms.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SANDBOX_NUMBER, SANDBOX_PUBLIC_BASE
-
-
-def _simulate_subparsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The ``simulate`` command is shared by the channels: reuse it when another added it."""
-    parser = sub.choices.get("simulate")
-    if parser is None:
-        parser = sub.add_parser("simulate", help="post simulated provider webhooks to a running gateway")
-        return parser.add_subparsers(dest="channel", required=True, metavar="CHANNEL")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="channel", required=True, metavar="CHANNEL")
+from gateway.cli import SIMULATE_HELP, command_group
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sms = _simulate_subparsers(sub).add_parser("sms", help="send a text as a citizen (signed Twilio webhook)")
+    sms = command_group(sub, "simulate", SIMULATE_HELP).add_parser(
+        "sms", help="send a text as a citizen (signed Twilio webhook)"
+    )
     sms.add_argument("text", help="the message body")
     sms.add_argument("--from", dest="from_", default="+8613812345678", help="the citizen's number")
     sms.add_argument("--to", default=SANDBOX_NUMBER, help="our number")

@@ -16,19 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from channels.wechat.settings import Account, WeChatSettings, parse_settings, sandbox_settings
-
-
-def _child_subparsers(sub: Any, name: str, help_text: str) -> Any:
-    """The sub-command group ``name`` (e.g. ``simulate``), shared with the other channels' CLIs:
-    argparse refuses a second parser of the same name, so reuse the first one's group."""
-    parser = sub.choices.get(name)
-    if parser is None:
-        parser = sub.add_parser(name, help=help_text)
-        return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="CHANNEL")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError(f"sub-command {name!r} exists but has no sub-commands")
+from gateway.cli import SIMULATE_HELP, command_group
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +27,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    simulate = _child_subparsers(sub, "simulate", "push messages to the gateway the way a provider does")
+    simulate = command_group(sub, "simulate", SIMULATE_HELP)
     sim = simulate.add_parser("wechat", help="push a signed WeChat message or event and print the reply")
     _common(sim)
     sim.add_argument("--openid", default="o123", help="the simulated citizen's openid")
