@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -145,7 +146,8 @@ async def test_retries_with_backoff_then_success(redis_client: aioredis.Redis) -
     dues = []
     for _ in range(2):
         await d.dispatch_once()
-        ((_member, due),) = await redis_client.zrange(keys.outbox_delayed(T), 0, -1, withscores=True)
+        rows = await redis_client.zrange(keys.outbox_delayed(T), 0, -1, withscores=True)
+        ((_member, due),) = cast(list[tuple[bytes, float]], rows)
         dues.append(due - clock.now)
         assert await d.dispatch_once() == 0  # not due yet: nothing sent
         clock.now = due
@@ -287,7 +289,6 @@ async def test_run_loop_sends_until_stopped(redis_client: aioredis.Redis) -> Non
     stop.set()
     await asyncio.wait_for(runner, 5)
     assert sorted(s[0] for s in sms.sent) == ["a", "b", "c"]
-
 
 
 async def test_outbox_depth_and_age_are_observed_for_metrics(redis_client: aioredis.Redis) -> None:

@@ -43,7 +43,10 @@ async def test_mail_state_round_trip_and_keys(redis_client: aioredis.Redis) -> N
         keys.rate("default", "email-ack", "zhangwei@example.com", window + 1): 3660,
         keys.address_state("default", "mailto:nobody@example.net"): keys.CONVERSATION_TTL,
     }
-    found = {bytes(k).decode(): await redis_client.ttl(k) for k in await redis_client.keys("*")}
+    found = {
+        (k.decode() if isinstance(k, bytes) else k): await redis_client.ttl(k)
+        for k in await redis_client.keys("*")
+    }
     assert set(found) == set(expected)
     for key, ttl in expected.items():
         assert (found[key] == -1) if ttl == -1 else (ttl - 5 <= found[key] <= ttl), key

@@ -241,7 +241,10 @@ async def test_keys_left_behind(kit: Kit, redis_client: aioredis.Redis) -> None:
     await citizen_writes(kit)
     await kit.push("plaintext", fixture("location_event.xml"))
     await kit.adapter.send(out(), TEXT)
-    found = {k.decode(): await redis_client.ttl(k) for k in await redis_client.keys("*")}
+    found = {
+        (k.decode() if isinstance(k, bytes) else k): await redis_client.ttl(k)
+        for k in await redis_client.keys("*")
+    }
     expected = {keys.address_state("default", ADDR), keys.access_token("default", "wxplain")}
     nonces = {k for k in found if k.startswith(keys.prefix("default") + ":nonce:plain:")}
     assert set(found) == expected | nonces and len(nonces) == 2

@@ -158,14 +158,26 @@ def test_a_relative_data_directory_works(tmp_path: Path, monkeypatch: pytest.Mon
         server.stop()
 
 
-def test_staff_commands_share_the_server_of_a_running_gateway(serve_factory: Callable[..., ServeProcess]) -> None:
+def test_staff_commands_share_the_server_of_a_running_gateway(
+    serve_factory: Callable[..., ServeProcess],
+) -> None:
     import sys
 
     proc = serve_factory()
     pid = _valkey_pid(proc.data_dir)
     exe = Path(sys.executable).parent / "sulai"
     added = subprocess.run(
-        [str(exe), "staff", "add", "--name", "张三", "--role", "dispatcher", "--config", str(proc.config_path)],
+        [
+            str(exe),
+            "staff",
+            "add",
+            "--name",
+            "张三",
+            "--role",
+            "dispatcher",
+            "--config",
+            str(proc.config_path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -220,7 +220,10 @@ async def test_placeholder_in_create_side_effects(store: CaseStore, redis_client
         outbox=[outbound(f"created:{TICKET_ID_PLACEHOLDER}", TICKET_ID_PLACEHOLDER)],
         timers_set=[TimerSet(f"remind:{TICKET_ID_PLACEHOLDER}", 2e9, f'{{"t":"{TICKET_ID_PLACEHOLDER}"}}')],
     )
-    ((_, fields),) = await redis_client.xrange(keys.outbox("default"))
+    entries = await redis_client.xrange(keys.outbox("default"))
+    assert entries is not None
+    ((_, fields),) = entries
+    assert fields is not None
     assert TICKET_ID_PLACEHOLDER.encode() not in fields[b"o"]
     assert f'"ticket_id":"{tid}"'.encode() in fields[b"o"] and f"created:{tid}".encode() in fields[b"o"]
     assert (

@@ -133,7 +133,10 @@ async def test_turn_files_ticket_with_id_everywhere(
     assert t is not None and t.query_code == "4821" and t.status == TicketStatus.NEW
     events = await store.timeline("default", tid)
     assert [e.kind for e in events] == ["created", "note"] and events[1].payload == {"about": tid}
-    ((_, fields),) = await redis_client.xrange(keys.outbox("default"))
+    entries = await redis_client.xrange(keys.outbox("default"))
+    assert entries is not None
+    ((_, fields),) = entries
+    assert fields is not None
     assert ph.encode() not in fields[b"o"] and tid.encode() in fields[b"o"]
     assert (
         await redis_client.hget(keys.timer_payload("default"), "survey:x")
