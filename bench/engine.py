@@ -14,21 +14,27 @@ Last line: ``RESULT name=engine short_turns_per_s=… long_turns_per_s=…``.
 
 from __future__ import annotations
 
-import argparse
-import cProfile
+# `python bench/<name>.py` puts bench/ first on sys.path, where bench/email.py would shadow the
+# standard library's `email` and bench/store.py our `store` package. Drop it and put the project
+# root first, before anything else is imported; `python -m bench.<name>` works the same way.
 import os
-import pstats
 import sys
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
-from channels.base import Inbound, InboundKind
-from conversation.engine import step
-from conversation.settings import default_settings
-from conversation.state import ConversationState
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import pstats  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+
+from channels.base import Inbound, InboundKind  # noqa: E402
+from conversation.engine import step  # noqa: E402
+from conversation.settings import default_settings  # noqa: E402
+from conversation.state import ConversationState  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 SETTINGS = default_settings()

@@ -15,26 +15,31 @@ Last line: ``RESULT name=sms msgs_per_s=… p50_ms=… p99_ms=… baseline_rps=�
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import subprocess
+# `python bench/<name>.py` puts bench/ first on sys.path, where bench/email.py would shadow the
+# standard library's `email` and bench/store.py our `store` package. Drop it and put the project
+# root first, before anything else is imported; `python -m bench.<name>` works the same way.
+import os
 import sys
-import tempfile
-import textwrap
-import time
-from pathlib import Path
-from urllib.parse import urlencode
 
-# The repository root instead of bench/ (whose email.py would shadow the standard library's).
-sys.path.remove(sys.path[0])
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
-import aiohttp
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlencode  # noqa: E402
 
-from channels.sms.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SANDBOX_NUMBER
-from channels.sms.simulator import sign, twilio_form
-from gateway.testing import start_serve
-from gateway.valkey_server import free_port
+import aiohttp  # noqa: E402
+
+from channels.sms.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SANDBOX_NUMBER  # noqa: E402
+from channels.sms.simulator import sign, twilio_form  # noqa: E402
+from gateway.testing import start_serve  # noqa: E402
+from gateway.valkey_server import free_port  # noqa: E402
 
 PATH = "/sms/twilio"
 REPORTS = ("人民路{n}号路灯不亮三天了", "幸福家园小区{n}栋门口垃圾没人清理", "睢城街道{n}号井盖缺失")

@@ -10,26 +10,33 @@ Usage: ``python bench/store.py [--turns 5000] [--concurrency 50]``. Last line:
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
+# `python bench/<name>.py` puts bench/ first on sys.path, where bench/email.py would shadow the
+# standard library's `email` and bench/store.py our `store` package. Drop it and put the project
+# root first, before anything else is imported; `python -m bench.<name>` works the same way.
+import os
 import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-from channels.base import Outbound, Purpose
-from gateway.valkey_server import EmbeddedValkey
-from store.apply import TICKET_ID_PLACEHOLDER
-from store.casestore import CaseStore
-from store.model import NewTicket
-from store.turns import ApplyOutcome, Turns, TurnWrite
+import redis.asyncio as aioredis  # noqa: E402
+from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection  # noqa: E402
+
+from channels.base import Outbound, Purpose  # noqa: E402
+from gateway.valkey_server import EmbeddedValkey  # noqa: E402
+from store.apply import TICKET_ID_PLACEHOLDER  # noqa: E402
+from store.casestore import CaseStore  # noqa: E402
+from store.model import NewTicket  # noqa: E402
+from store.turns import ApplyOutcome, Turns, TurnWrite  # noqa: E402
 
 SENT = {"n": 0}
 

@@ -21,20 +21,26 @@ Last line: ``RESULT name=wechat msgs_per_s=… p50_ms=… p99_ms=… safe_msgs_p
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import socket
-import subprocess
+# `python bench/<name>.py` puts bench/ first on sys.path, where bench/email.py would shadow the
+# standard library's `email` and bench/store.py our `store` package. Drop it and put the project
+# root first, before anything else is imported; `python -m bench.<name>` works the same way.
+import os
 import sys
-import tempfile
-import textwrap
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlencode
 
-# The repository root instead of bench/ (whose email.py would shadow the standard library's).
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlencode  # noqa: E402
 
 import aiohttp  # noqa: E402
 
