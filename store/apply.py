@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from channels.base import MediaRef, Outbound
 from store import keys
 from store.model import (
+    OPEN_STATUSES,
     PROTECTED_FIELDS,
     TRANSITIONS,
     AddEvent,
@@ -61,6 +62,8 @@ STATUS_COUNTERS: Mapping[TicketStatus, str] = {
     TicketStatus.REJECTED: "rejected",
     TicketStatus.REDISPATCHED: "redispatched",
 }
+# A unit's open work (keys.index_unit_open): the statuses in which the ticket is on its desk.
+UNIT_WORK_STATUSES = (TicketStatus.ASSIGNED, TicketStatus.REPLIED)
 SEQ_TTL = 2 * 24 * 3600  # keys.ticket_seq: nobody draws from a day's counter after it ends
 
 
@@ -239,6 +242,12 @@ def build_spec(w: Write, ids: TenantIds, now: float) -> tuple[list[str], list[st
         "status_counters": {s.value: name for s, name in STATUS_COUNTERS.items()},
         "unit_tpl": keys.index_unit(tenant, _UNIT_PLACEHOLDER),
         "unit_ph": _UNIT_PLACEHOLDER,
+        "derived": {
+            "unit_open_tpl": keys.index_unit_open(tenant, _UNIT_PLACEHOLDER),
+            "deadline_key": keys.index_deadline(tenant),
+            "work": {s.value: 1 for s in UNIT_WORK_STATUSES},
+            "open": {s.value: 1 for s in OPEN_STATUSES},
+        },
         "day_key": keys.counters_day(tenant, ids.local_day(now).strftime("%Y%m%d")),
         "day_ttl": keys.DAY_COUNTER_TTL,
         "outbox_key": keys.outbox(tenant),

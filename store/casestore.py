@@ -32,7 +32,7 @@ from store.model import (
     ticket_from_hash,
 )
 
-IndexName = Literal["status", "unit", "citizen", "created", "entered_by"]
+IndexName = Literal["status", "unit", "unit_open", "citizen", "created", "entered_by"]
 Clock = Callable[[], float]
 
 
@@ -191,6 +191,8 @@ class CaseStore:
             return keys.index_status(tenant, TicketStatus(value).value)
         if by == "unit":
             return keys.index_unit(tenant, value)
+        if by == "unit_open":  # the unit's open work (assigned/replied), kept by the apply script
+            return keys.index_unit_open(tenant, value)
         if by == "citizen":
             return keys.index_citizen(tenant, value)
         if by == "entered_by":  # tickets a staff member entered on a citizen's behalf (QueueAdd)

@@ -243,3 +243,31 @@ def index_entered_by(tenant: str, staff_id: str) -> str:
     """ZSET ticket id -> created-at: tickets a staff member entered on a citizen's behalf (grid
     workers see these). No TTL: part of the case record, like the other indexes."""
     return f"{prefix(tenant)}:idx:enteredby:{_safe(staff_id)}"
+
+
+def index_unit_open(tenant: str, unit: str) -> str:
+    """ZSET ticket id -> created-at: a unit's open work (tickets with that unit in status assigned
+    or replied), kept by the apply script from each written ticket's final status and unit. It
+    is the per-unit queue and ``assigned_now``; :func:`index_unit` keeps every ticket the unit
+    owns (closed ones too) for the unit's own listing. No TTL: members leave as work finishes."""
+    return f"{prefix(tenant)}:idx:unitopen:{_safe(unit)}"
+
+
+def index_deadline(tenant: str) -> str:
+    """ZSET ticket id -> reply deadline (unix s): open tickets that have a reply deadline, kept by
+    the apply script, so counting the overdue ones is one ZCOUNT. No TTL: members leave when the
+    ticket leaves the open statuses."""
+    return f"{prefix(tenant)}:idx:deadline"
+
+
+# Per-ticket email references: long enough for a slow ticket and its survey months later.
+EMAIL_REFS_TTL = 400 * 24 * 3600
+EMAIL_REFS_MAX = 20
+
+
+def email_ticket_refs(tenant: str, ticket_id: str) -> str:
+    """LIST of Message-IDs (no brackets), oldest first: the citizen's mails and ours about one
+    ticket, so every mail we send about it carries In-Reply-To/References. Capped at
+    EMAIL_REFS_MAX (mail clients keep the tail of References too); TTL EMAIL_REFS_TTL, refreshed
+    on each mail."""
+    return f"{prefix(tenant)}:mailrefs:{_safe(ticket_id)}"

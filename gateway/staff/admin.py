@@ -38,6 +38,16 @@ CALLBACK_BODY = (
     Field("comment", max_length=2000),
 )
 ENTRY_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
+# Day counters written by the apply script (store/scripts/apply.lua): tickets counted once on
+# the day they were first resolved / first answered (replied or resolved); "resolved" itself
+# counts every move into resolved, and "resolved:<unit>" each unit's resolutions.
+TICKETS_RESOLVED, TICKETS_ANSWERED = "tickets_resolved", "tickets_answered"
+PERIOD_COUNTERS = {
+    "received": "received",
+    TICKETS_RESOLVED: "resolved",
+    TICKETS_ANSWERED: "resolved_or_answered",
+}
+PERIOD_FIELDS = tuple(PERIOD_COUNTERS.values())
 
 
 def _s(v: bytes | str) -> str:
@@ -88,35 +98,41 @@ def _rate(satisfied: int, rated: int) -> float | None:
 
 
 async def stats(ctx: StaffContext, call: Call) -> Result:
-    """Totals like the seed article's: received (by channel), resolved, in progress; by period
-    and by unit; satisfaction rate = satisfied ratings / ratings."""
+    """Totals like the seed article's, counting tickets: received (by channel), resolved, resolved
+    or answered (each ticket once, on the day it first happened), in progress; by period and by
+    unit; satisfaction rate = satisfied ratings / ratings. ``resolutions`` counts resolution
+    events: a re-dispatched ticket resolved twice is one resolved ticket and two resolutions,
+    one per unit (``by_unit[].resolutions``). ``assigned_now`` is the unit's open work."""
     days = _days(ctx, call.query)
     fmt = "%Y-%m" if call.query.get("period") == "month" else "%Y-%m-%d"
+    units = sorted(_s(x) for x in await ctx.redis.hkeys(keys.units(ctx.tid)))
     async with ctx.redis.pipeline(transaction=False) as pipe:
         for d in days:
             pipe.hgetall(keys.counters_day(ctx.tid, d.strftime("%Y%m%d")))
+        for status in OPEN_STATUSES:
+            pipe.zcard(keys.index_status(ctx.tid, status))
+        for u in units:
+            pipe.zcard(keys.index_unit_open(ctx.tid, u))
         rows = await pipe.execute()
+    open_counts = rows[len(days) : len(days) + len(OPEN_STATUSES)]
+    work = rows[len(days) + len(OPEN_STATUSES) :]
     total: dict[str, int] = {}
     by_period: dict[str, dict[str, int]] = {}
-    for d, row in zip(days, rows, strict=True):
-        period = by_period.setdefault(d.strftime(fmt), {"received": 0, "resolved": 0})
+    for d, row in zip(days, rows[: len(days)], strict=True):
+        period = by_period.setdefault(d.strftime(fmt), dict.fromkeys(PERIOD_FIELDS, 0))
         for k, v in row.items():
             name, n = _s(k), int(v)
             total[name] = total.get(name, 0) + n
-            if name in period:
-                period[name] += n
-    in_progress = 0
-    for status in OPEN_STATUSES:
-        in_progress += int(await ctx.redis.zcard(keys.index_status(ctx.tid, status)))
-    units = await ctx.redis.hkeys(keys.units(ctx.tid))
+            if name in PERIOD_COUNTERS:
+                period[PERIOD_COUNTERS[name]] += n
     by_unit = []
-    for u in sorted(_s(x) for x in units):
+    for u, queue in zip(units, work, strict=True):
         rated, sat = total.get(f"rated:{u}", 0), total.get(f"satisfied:{u}", 0)
-        queue = int(await ctx.redis.zcard(keys.index_unit(ctx.tid, u)))
         by_unit.append(
             {
                 "unit": u,
-                "assigned_now": queue,
+                "assigned_now": int(queue),
+                "resolutions": total.get(f"resolved:{u}", 0),
                 "rated": rated,
                 "satisfied": sat,
                 "satisfaction_rate": _rate(sat, rated),
@@ -127,8 +143,10 @@ async def stats(ctx: StaffContext, call: Call) -> Result:
         "to": days[-1].isoformat(),
         "received": total.get("received", 0),
         "by_channel": {c: total.get(f"received:{c}", 0) for c in CHANNELS},
-        "resolved": total.get("resolved", 0),
-        "in_progress": in_progress,
+        "resolved": total.get(TICKETS_RESOLVED, 0),
+        "resolved_or_answered": total.get(TICKETS_ANSWERED, 0),
+        "resolutions": total.get("resolved", 0),
+        "in_progress": sum(int(n) for n in open_counts),
         "rated": total.get("rated", 0),
         "satisfaction_rate": _rate(total.get("satisfied", 0), total.get("rated", 0)),
         "by_period": [{"period": p, **v} for p, v in sorted(by_period.items())],

@@ -78,7 +78,7 @@ def timer_ids(ticket_id: str, attempt: int) -> tuple[str, str]:
     return f"survey-reminder:{ticket_id}:{attempt}", f"survey-expiry:{ticket_id}:{attempt}"
 
 
-def _drop_survey(ticket_id: str) -> queries.ConvPatch:
+def drop_survey(ticket_id: str) -> queries.ConvPatch:
     def patch(state: ConversationState) -> ConversationState:
         return replace(state, pending_survey=None) if state.pending_survey == ticket_id else state
 
@@ -192,7 +192,7 @@ async def record_rating(
             changes=fx.changes,
             outbox=fx.outbox,
             timers_cancel=fx.timers_cancel,
-            conversation=_drop_survey(ticket_id),
+            conversation=drop_survey(ticket_id),
         )
 
     return await queries.mutate(ctx, ticket, decide, actor=actor, idem=idem, respond=respond)
@@ -253,7 +253,7 @@ def _expire(ctx: StaffContext, payload: dict[str, Any], where: tuple[str | None,
                 QueueAdd(t.id, "callbacks", now),
             ],
             timers_cancel=list(timer_ids(t.id, t.attempts + 1)),
-            conversation=_drop_survey(t.id),
+            conversation=drop_survey(t.id),
         )
         pushes.push(ctx, plan, s, where, "survey.closed_unrated", now)
         return plan

@@ -179,12 +179,15 @@ async def list_tickets(ctx: StaffContext, call: Call) -> Result:
 
 
 async def unit_queue(ctx: StaffContext, call: Call) -> Result:
+    """The unit's open work: tickets assigned to it and not yet resolved (the store keeps this
+    index from each ticket's status and unit), newest first, with the list's filters. What the
+    unit finished stays in ``/tickets?unit=…``."""
     unit = call.path["unit_id"]
     known = await ctx.redis.hexists(keys.units(ctx.tid), unit) if _safe_part(unit) else False
     if not known or not access.can_see_unit(call.staff, unit):
         raise not_found("unit")
     q = {**call.query, "unit": unit}
-    return 200, await page(ctx, call.staff, ("unit", unit), q)
+    return 200, await page(ctx, call.staff, ("unit_open", unit), q)
 
 
 async def ticket_detail(ctx: StaffContext, call: Call) -> Result:

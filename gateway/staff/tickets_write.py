@@ -187,6 +187,9 @@ async def reopen(ctx: StaffContext, call: Call) -> Result:
         plan = Plan(changes=[move(t, S.ACCEPTED, call.staff.actor, reason=call.body["reason"])])
         plan.changes += [SetFields(t.id, {"merged_into": ""}), QueueRemove(t.id, "callbacks")]
         plan.timers_cancel += survey.timer_ids(t.id, t.attempts + 1)
+        # A survey still pending must not read the citizen's next "1" as a rating of work that
+        # is being done again: dropped in the same write (a later resolve asks afresh).
+        plan.conversation = survey.drop_survey(t.id)
         return plan
 
     return await run(ctx, call, decide)

@@ -118,6 +118,28 @@ local function unit_key(unit)  -- unit names were checked for braces by store/ap
   return replace(spec.unit_tpl, spec.unit_ph, unit)
 end
 
+-- Derived indexes (a unit's open work, open tickets by reply deadline) are reconciled once per
+-- touched ticket after all ops, from its final fields, so any mix of ops leaves them right.
+-- ``spec.derived`` absent (an older caller) leaves them alone.
+local derived = spec.derived
+local touched, touched_order = {}, {}
+local function touch(t, tkey, old_unit)
+  if not derived or touched[t] then return end
+  touched[t] = {key = tkey, unit = old_unit or redis.call('HGET', tkey, 'unit') or ''}
+  touched_order[#touched_order + 1] = t
+end
+-- Statistics that count tickets, not events: a ticket is answered (replied or resolved) and
+-- resolved once, on the day it first happens; each resolution still counts for its unit.
+local function count_answers(tkey, to)
+  if not derived or (to ~= 'replied' and to ~= 'resolved') then return end
+  if redis.call('HSETNX', tkey, 'first_answered_at', now_s) == 1 then count('tickets_answered', 1) end
+  if to == 'resolved' then
+    if redis.call('HSETNX', tkey, 'first_resolved_at', now_s) == 1 then count('tickets_resolved', 1) end
+    local unit = redis.call('HGET', tkey, 'unit') or ''
+    if unit ~= '' then count('resolved:' .. unit, 1) end
+  end
+end
+
 if spec.create then
   local c = spec.create
   local flat = {}
@@ -127,6 +149,7 @@ if spec.create then
   for _, name in ipairs(c.counters) do count(name, 1) end
   spec.tickets[ticket_id] = {key = c.ticket_key, events_key = c.events_key}
   push_event(c.events_key, 'created', c.actor, c.event_payload)
+  touch(ticket_id, c.ticket_key, '')
 end
 
 -- Status ops replay the decisions of phase (1): nothing changed in between (one script).
@@ -137,6 +160,7 @@ for i, op in ipairs(spec.ops or {}) do
   if op.op == 'status' then
     local from = sim2[op.t] or redis.call('HGET', tkey, 'status')
     if allowed(from, op.to) then
+      touch(op.t, tkey)
       sim2[op.t] = op.to
       local created = redis.call('HGET', tkey, 'created_at')
       redis.call('ZREM', spec.status_keys[from], op.t)
@@ -148,8 +172,10 @@ for i, op in ipairs(spec.ops or {}) do
       push_event(ekey, 'status', op.actor, payload)
       local counter = spec.status_counters[op.to]
       if counter then count(counter, 1) end
+      count_answers(tkey, op.to)
     end
   elseif op.op == 'set' then
+    touch(op.t, tkey)
     if op.values.unit ~= nil then
       local old = redis.call('HGET', tkey, 'unit') or ''
       if old ~= op.values.unit then
@@ -187,6 +213,22 @@ for i, op in ipairs(spec.ops or {}) do
     redis.call('ZADD', op.key, op.score, op.t)
   elseif op.op == 'zrem' then
     redis.call('ZREM', op.key, op.t)
+  end
+end
+
+for _, t in ipairs(touched_order) do
+  local info = touched[t]
+  local f = redis.call('HMGET', info.key, 'status', 'unit', 'reply_deadline', 'created_at')
+  local status, unit, deadline = f[1] or '', f[2] or '', f[3] or ''
+  local work = derived.work[status] ~= nil and unit ~= ''
+  if info.unit ~= '' and (info.unit ~= unit or not work) then
+    redis.call('ZREM', replace(derived.unit_open_tpl, spec.unit_ph, info.unit), t)
+  end
+  if work then redis.call('ZADD', replace(derived.unit_open_tpl, spec.unit_ph, unit), f[4], t) end
+  if derived.open[status] ~= nil and deadline ~= '' then
+    redis.call('ZADD', derived.deadline_key, deadline, t)
+  else
+    redis.call('ZREM', derived.deadline_key, t)
   end
 end
 

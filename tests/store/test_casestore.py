@@ -169,6 +169,10 @@ async def test_status_change_moves_indexes_and_counts(
         "received:citizen": 1,
         "assigned": 2,
         "resolved": 1,
+        # Tickets, not events (first answer, first resolution), and the resolving unit's count.
+        "tickets_answered": 1,
+        "tickets_resolved": 1,
+        "resolved:住建局": 1,
     }
     assert stats["2026-11-24"] == {} and stats["total"]["resolved"] == 1
     kinds = [(e.kind, e.payload.get("to")) for e in await store.timeline("default", tid)]
