@@ -11,9 +11,10 @@ dedupe → lock → load state → engine step → translate actions → one sto
 - **Inline or outbox.** When the caller's deadline (the channel's reply budget) has not passed at
   apply time, replies are returned for the webhook answer and stored as the replay answer;
   otherwise they go into the outbox in the same write. Either way exactly one path carries them.
-- **Two round trips** for a turn that files a ticket: the load (state + idempotency mark +
-  lock, one pipeline) and the apply script. Ticket summaries are read only when the turn needs
-  them (status queries, supplements, ratings).
+- **Two round trips** for any turn, one that files a ticket included: the read (state +
+  idempotency mark + lock + the tickets the turn may need, one script) and the apply script.
+  Ticket summaries are read only when the turn can use them (status queries, supplements,
+  ratings); the read script finds them from the state itself.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from store.apply import TICKET_ID_PLACEHOLDER, TimerSet
 from store.casestore import CaseStore
 from store.model import AddEvent, ExtendField, NewTicket, Ticket, TicketChange, TicketEvent
 from store.ticketid import new_query_code
-from store.turns import ApplyOutcome, Turns, TurnWrite
+from store.turns import ApplyOutcome, TurnRead, Turns, TurnWrite
 
 log = logging.getLogger(__name__)
 
@@ -138,19 +139,32 @@ class Intake:
     async def _handle(self, inbound: Inbound, deadline: float) -> IntakeOutcome:
         tenant, address, ext = inbound.tenant, inbound.sender, inbound.external_id
         token = secrets.token_hex(8)
+        asked, status = self._asked(inbound)
+        recent = self.engine_settings.status_list_limit * 2 if status else 0
         for attempt in range(MAX_CONFLICT_RETRIES):
-            version, raw_state, stored, locked = await self._load(tenant, address, ext, token, attempt == 0)
-            if stored is not None:
+            # State, version, stored reply, the in-flight lock and the tickets the turn may need,
+            # in one round trip (store/scripts/read_turn.lua).
+            read = await self.turns.read_turn(
+                tenant,
+                address,
+                ext,
+                lock_token=token if attempt == 0 else "",
+                lock_ttl_ms=INFLIGHT_TTL_MS,
+                ticket_ids=asked,
+                recent_tickets=recent,
+                never=(_STORE_PH, _ENGINE_PH),
+            )
+            if read.stored_reply is not None:
                 metrics.dedupe_hits.labels(inbound.channel).inc()
                 metrics.inbound.labels(inbound.channel, "duplicate").inc()
-                return IntakeOutcome(texts=tuple(_stored_texts(stored)), duplicate=True)
-            if not locked:
+                return IntakeOutcome(texts=tuple(_stored_texts(read.stored_reply)), duplicate=True)
+            if not read.locked:
                 # The first delivery is still being processed: it will answer (or queue the reply).
                 metrics.dedupe_hits.labels(inbound.channel).inc()
                 metrics.inbound.labels(inbound.channel, "in_flight").inc()
                 return IntakeOutcome(duplicate=True)
             try:
-                outcome = await self._turn(inbound, version, raw_state, deadline)
+                outcome = await self._turn(inbound, read, asked, status, deadline)
             except Exception:
                 await self.redis.delete(keys.inflight(tenant, ext))
                 raise
@@ -161,26 +175,22 @@ class Intake:
             f"conversation of {address} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries"
         )
 
-    async def _load(
-        self, tenant: str, address: str, ext: str, token: str, lock: bool
-    ) -> tuple[int, bytes | None, bytes | None, bool]:
-        """State, version, stored reply and the in-flight lock in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.conversation(tenant, address), ["version", "state"])
-            pipe.get(keys.idempotency(tenant, ext))
-            if lock:
-                pipe.set(keys.inflight(tenant, ext), token, nx=True, px=INFLIGHT_TTL_MS)
-            results = await pipe.execute()
-        (version, state), stored = results[0], results[1]
-        locked = bool(results[2]) if lock else True
-        return int(version or 0), state, stored, locked
+    def _asked(self, inbound: Inbound) -> tuple[list[str], bool]:
+        """What the text alone says the turn needs: the ticket ids it mentions, and whether the
+        citizen's recent tickets are wanted (a status question, a menu click)."""
+        text = inbound.text
+        wanted: list[str] = ticket_ids_mentioned(text, self.tenant.prefix) if text else []
+        command = parse_command(text, self.tenant.prefix) if text else None
+        status = command is not None and command.command is Command.STATUS
+        return wanted, status or bool(inbound.attrs.get("click_key"))
 
     async def _turn(
-        self, inbound: Inbound, version: int, raw_state: bytes | None, deadline: float
+        self, inbound: Inbound, read: TurnRead, asked: list[str], status: bool, deadline: float
     ) -> IntakeOutcome | None:
-        state = ConversationState.from_json(raw_state)
+        version = read.version
+        state = ConversationState.from_json(read.state)
         now = self.clock()
-        context, loaded = await self._context(inbound, state)
+        context, loaded = await self._context(inbound, state, read.tickets, asked, status)
         new_state, actions = step(
             state, inbound, datetime.fromtimestamp(now, UTC), self.engine_settings, context
         )
@@ -229,15 +239,20 @@ class Intake:
     # -- context ---------------------------------------------------------------------------------
 
     async def _context(
-        self, inbound: Inbound, state: ConversationState
+        self,
+        inbound: Inbound,
+        state: ConversationState,
+        read: dict[str, Ticket | None],
+        asked: list[str],
+        status: bool,
     ) -> tuple[TurnContext, dict[str, Ticket]]:
-        """Ticket summaries the engine may need, read only when this turn can use them: ids in
-        the text, a status question (all of the citizen's recent tickets), the open ticket a
-        message may supplement, a pending survey or staff question. A citizen with no tickets
-        costs no read at all."""
-        wanted: list[str] = ticket_ids_mentioned(inbound.text, self.tenant.prefix) if inbound.text else []
-        command = parse_command(inbound.text, self.tenant.prefix) if inbound.text else None
-        if (command is not None and command.command is Command.STATUS) or inbound.attrs.get("click_key"):
+        """Ticket summaries the engine may need: ids in the text, a status question (all of the
+        citizen's recent tickets), the open ticket a message may supplement, a pending survey or
+        staff question. They came with the turn's read (``read``); an id the script did not look
+        up (a state it decoded otherwise) costs one more read. A citizen with no tickets costs
+        no ticket read at all."""
+        wanted = list(asked)
+        if status:
             wanted += [t.id for t in state.tickets[-self.engine_settings.status_list_limit * 2 :]]
         for extra in (state.current_ticket, state.pending_survey):
             if extra:
@@ -250,7 +265,10 @@ class Intake:
         code = new_query_code()
         if not ids:
             return TurnContext(new_query_code=code), {}
-        tickets = await self.store.get_tickets(inbound.tenant, ids)
+        missing = [i for i in ids if i not in read]
+        if missing:
+            read = {**read, **{t.id: t for t in await self.store.get_tickets(inbound.tenant, missing)}}
+        tickets = [t for t in (read.get(i) for i in ids) if t is not None]
         context = TurnContext(tickets=tuple(_summary(t) for t in tickets), new_query_code=code)
         return context, {t.id: t for t in tickets}
 

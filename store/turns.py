@@ -1,7 +1,9 @@
 """Conversation turns (DESIGN.md "One turn at a time"): read state, run the engine, apply.
 
 ``load_turn`` reads the conversation (version + state) and the idempotency mark of the inbound in
-ONE round trip; ``apply_turn`` writes everything the turn decided in ONE script call that fails
+ONE round trip; ``read_turn`` does the same and also takes the in-flight lock and reads the
+tickets the turn may need (named by the state, decoded inside the script, or by the caller), so
+intake's whole read is one round trip too; ``apply_turn`` writes everything the turn decided in ONE script call that fails
 on a version conflict and turns a replay into "duplicate" with the stored reply. A turn that
 files a ticket therefore costs two round trips. ``InflightLock`` covers the window in which a
 provider's retry arrives while the first delivery is still being processed.
@@ -13,6 +15,8 @@ import enum
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -20,7 +24,10 @@ from channels.base import Outbound
 from store import keys
 from store.apply import TICKET_ID_PLACEHOLDER, TimerSet, Write, WriteConflict
 from store.casestore import CaseStore
-from store.model import NewTicket, TicketChange
+from store.model import NewTicket, Ticket, TicketChange, ticket_from_hash
+
+# Stands for the ticket id in the key template read_turn.lua fills in (keys are built by keys.py).
+_ID_SLOT = "@@SULAI:ID@@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +35,18 @@ class LoadedTurn:
     version: int  # 0 when there is no conversation yet
     state: bytes | None
     stored_reply: bytes | None  # set when this external id was already applied (a replay)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRead:
+    """What :meth:`Turns.read_turn` found. ``tickets`` maps every id the script looked up to its
+    ticket (None: no such ticket); ids it did not look up are absent."""
+
+    version: int
+    state: bytes | None
+    stored_reply: bytes | None  # set on a replay: nothing else was read, no lock taken
+    locked: bool  # False: another delivery of this inbound holds the in-flight lock
+    tickets: dict[str, Ticket | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +85,15 @@ class ApplyResult:
     skipped: tuple[str, ...] = ()
 
 
+def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
+    """HGETALL's flat [field, value, …] as a script returns it, as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _bytes(value: bytes | str | None) -> bytes | None:
     if value is None:
         return None
@@ -76,6 +104,45 @@ class Turns:
     def __init__(self, store: CaseStore) -> None:
         self.store = store
         self.redis: aioredis.Redis = store.redis
+        source = resources.files("store").joinpath("scripts/read_turn.lua").read_text(encoding="utf-8")
+        self._read = self.redis.register_script(source)
+
+    async def read_turn(
+        self,
+        tenant: str,
+        address: str,
+        external_id: str,
+        *,
+        lock_token: str = "",
+        lock_ttl_ms: int = 30_000,
+        ticket_ids: Sequence[str] = (),
+        recent_tickets: int = 0,
+        never: Sequence[str] = (),
+    ) -> TurnRead:
+        """One round trip: version, state, stored reply, the in-flight lock (when ``lock_token``
+        is set) and the tickets the turn may need — ``ticket_ids`` asked by the caller, then the
+        state's last ``recent_tickets`` filed tickets, its current ticket, pending survey, pending
+        staff question and the ticket awaiting a rating comment. Ids in ``never`` are not read."""
+        script_keys = [
+            keys.conversation(tenant, address),
+            keys.idempotency(tenant, external_id),
+            keys.inflight(tenant, external_id),
+        ]
+        args: list[str | int] = [
+            lock_token,
+            lock_ttl_ms,
+            keys.ticket(tenant, _ID_SLOT),
+            _ID_SLOT,
+            recent_tickets,
+            len(never),
+            *never,
+            *ticket_ids,
+        ]
+        version, state, stored, locked, ids, hashes = await self._read(keys=script_keys, args=args)
+        tickets: dict[str, Ticket | None] = {}
+        for raw_id, flat in zip(ids, hashes, strict=True):
+            tickets[_str(raw_id)] = ticket_from_hash(_pairs(flat)) if flat else None
+        return TurnRead(int(version), _bytes(state) or None, _bytes(stored), bool(locked), tickets)
 
     async def load_turn(self, tenant: str, address: str, external_id: str) -> LoadedTurn:
         async with self.redis.pipeline(transaction=False) as pipe:
