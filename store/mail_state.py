@@ -3,6 +3,9 @@ and unreachable marks from bounces.
 
 - Thread map (``keys.email_thread``): each Message-ID we send -> its ticket id, so a reply that
   names it in In-Reply-To/References threads to the ticket even with the subject rewritten.
+- Ticket references (``keys.email_ticket_refs``): the reverse, per ticket the recent Message-IDs
+  of the citizen's mails and ours, oldest first, so a status push (which answers no particular
+  mail) still carries In-Reply-To/References and lands in the citizen's thread.
 - IMAP state (``keys.imap_state``): (UIDVALIDITY, last processed UID) per mailbox folder. The
   poller advances it only after a message was delivered and flagged, so a crash in between
   re-fetches that message (and the intake's dedupe makes the re-fetch harmless).
@@ -26,6 +29,19 @@ from store import keys
 
 ACK_RATE_NAME = "email-ack"
 
+# Thread map entry + append the ids the ticket's references do not hold yet, capped, TTL refreshed.
+_REMEMBER = """
+redis.call('SET', KEYS[1], ARGV[1])
+local have = {}
+for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do have[m] = true end
+for i = 4, #ARGV do
+  if not have[ARGV[i]] then redis.call('RPUSH', KEYS[2], ARGV[i]); have[ARGV[i]] = true end
+end
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class ImapFolderState:
@@ -47,6 +63,7 @@ class MailState:
     def __init__(self, redis: aioredis.Redis, tenant: str = "default") -> None:
         self.redis = redis
         self.tenant = tenant
+        self._remember = redis.register_script(_REMEMBER)
 
     # --- threading ----------------------------------------------------------------------------
 
@@ -56,6 +73,24 @@ class MailState:
         if mid is None:
             raise ValueError(f"not a usable Message-ID: {message_id!r}")
         await self.redis.set(keys.email_thread(self.tenant, mid), ticket_id.encode())
+
+    async def remember_sent(self, message_id: str, ticket_id: str, earlier: Sequence[str] = ()) -> None:
+        """Record a mail we sent about ``ticket_id``: its Message-ID in the thread map, and in the
+        ticket's references after ``earlier`` (the ids it answered: the citizen's mail and its
+        References), each id once, in first-seen order. One script call."""
+        mid = _usable(message_id)
+        if mid is None:
+            raise ValueError(f"not a usable Message-ID: {message_id!r}")
+        chain = [m for m in (_usable(x) for x in earlier) if m is not None and m != mid]
+        await self._remember(
+            keys=[keys.email_thread(self.tenant, mid), keys.email_ticket_refs(self.tenant, ticket_id)],
+            args=[ticket_id, keys.EMAIL_REFS_MAX, keys.EMAIL_REFS_TTL, *chain[-keys.EMAIL_REFS_MAX :], mid],
+        )
+
+    async def ticket_refs(self, ticket_id: str) -> list[str]:
+        """The ticket's recent Message-IDs (citizen's and ours), oldest first; [] if none."""
+        raw = await self.redis.lrange(keys.email_ticket_refs(self.tenant, ticket_id), 0, -1)
+        return [bytes(v).decode() if isinstance(v, bytes | bytearray) else str(v) for v in raw]
 
     async def ticket_for(self, message_ids: Sequence[str]) -> str | None:
         """The ticket of the first of ``message_ids`` that is ours (order = caller's preference)."""

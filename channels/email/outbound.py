@@ -11,6 +11,7 @@ is empty and ``render_reply`` answers nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import ssl
@@ -38,7 +39,7 @@ from channels.base import (
     WebhookResult,
 )
 from channels.email.settings import EmailSettings
-from channels.email.threading import new_message_id, one_line, reply_references, tagged_subject
+from channels.email.threading import message_ids, new_message_id, one_line, reply_references, tagged_subject
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,13 @@ def _classify(exc: Exception) -> SendError:
 
 
 class ThreadRecorder(Protocol):
-    """Where our sent Message-IDs are remembered for threading (store.mail_state.MailState)."""
+    """Where the Message-IDs of a ticket's mails are kept for threading (store.mail_state.MailState):
+    ours -> ticket for the citizen's replies, and ticket -> recent ids (theirs and ours) for
+    pushes that answer no particular mail."""
 
-    async def remember_thread(self, message_id: str, ticket_id: str) -> None: ...
+    async def remember_sent(self, message_id: str, ticket_id: str, earlier: Sequence[str] = ()) -> None: ...
+
+    async def ticket_refs(self, ticket_id: str) -> list[str]: ...
 
 
 class EmailAdapter:
@@ -156,7 +161,30 @@ class EmailAdapter:
     def render_reply(self, context: object, texts: Sequence[str]) -> HttpAnswer:
         return HttpAnswer()
 
+    async def _threaded(self, outbound: Outbound) -> Outbound:
+        """A mail about a ticket that answers no particular mail (a status push, a survey) joins
+        the ticket's thread: In-Reply-To our latest mail about it (or the citizen's), References
+        the ones before. Without a record it goes out unthreaded; the subject token still works."""
+        attrs = outbound.attrs
+        if (
+            self.threads is None
+            or not outbound.ticket_id
+            or attrs.get("in_reply_to")
+            or attrs.get("references")
+        ):
+            return outbound
+        try:
+            refs = await self.threads.ticket_refs(outbound.ticket_id)
+        except Exception:
+            log.exception("could not read the thread of %s", outbound.ticket_id)
+            return outbound
+        if not refs:
+            return outbound
+        chain = {"in_reply_to": refs[-1], "references": " ".join(f"<{m}>" for m in refs[:-1])}
+        return dataclasses.replace(outbound, attrs={**attrs, **chain})
+
     async def send(self, outbound: Outbound, message: RenderedMessage) -> SendResult:
+        outbound = await self._threaded(outbound)
         msg = build_message(self.settings, outbound, message)
         relay = self.settings.relay
         security = relay.security
@@ -181,8 +209,12 @@ class EmailAdapter:
         if self.threads is not None and outbound.ticket_id:
             # After the relay took it: a failed send must not leave a thread entry behind. If this
             # write fails the mail is out anyway; the subject token still threads the reply.
+            earlier = [
+                *message_ids(str(msg.get("References", ""))),
+                *message_ids(str(msg.get("In-Reply-To", ""))),
+            ]
             try:
-                await self.threads.remember_thread(message_id, outbound.ticket_id)
+                await self.threads.remember_sent(message_id, outbound.ticket_id, earlier)
             except Exception:
                 log.exception("could not record the thread of %s", message_id)
         return SendResult(provider_id=message_id, status="sent", path="smtp")

@@ -7,6 +7,7 @@ who did what, and the statistics count it. The kit is in test_staff_loop.py.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -233,5 +234,12 @@ async def test_email_citizen_whole_life(
         # Every mail names the ticket in its subject (the gateway threads replies by it), and
         # each answer to one of the citizen's mails is In-Reply-To that mail.
         assert all(f"[{ticket_id}]" in m.raw["subject"] for m in mails), [m.raw["subject"] for m in mails]
-        answers = [m.raw["in_reply_to"] for m in mails if m.raw["in_reply_to"]]
+        answers = [m.raw["in_reply_to"] for m in mails if m.raw["in_reply_to"] in citizen.sent]
         assert answers == citizen.sent  # filing, 不满意, the comment, 5
+        # Status pushes answer no mail of the citizen's, yet join the same thread: In-Reply-To
+        # the mail before, References back to the citizen's first mail.
+        first = citizen.sent[0]
+        for before, mail in itertools.pairwise(mails):
+            assert mail.raw["references"][0] == first, mail.raw
+            if mail.raw["in_reply_to"] not in citizen.sent:
+                assert mail.raw["in_reply_to"] == before.raw["message_id"], (before.raw, mail.raw)
