@@ -11,6 +11,10 @@ event, so delivery gets the outbox's retries and backoff. :class:`WebhookSender`
 so the receiver can check authenticity and refuse replays. SSRF: the target's host is resolved
 at connect time by :class:`SafeResolver`, which refuses loopback, private, link-local and other
 non-public addresses unless the config allows them, leaving no window for DNS rebinding.
+
+Staff writes queue their events in :func:`gateway.staff.queries.mutate`; citizen-side writes (a
+ticket filed, a supplement, an answer, a rating) get theirs from :class:`TurnWebhooks`, which the
+intake calls with what a turn is about to write, so they go into the turn's own store write.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +39,7 @@ from channels.base import (
     Capabilities,
     HttpAnswer,
     Outbound,
+    Purpose,
     RenderedMessage,
     Route,
     SendError,
@@ -45,8 +50,11 @@ from channels.base import (
 )
 from gateway.staff.context import StaffContext
 from gateway.staff.errors import ApiError, Field, not_found
+from gateway.staff.queries import expected_events
 from gateway.staff.routing import Call, Result
 from store import keys
+from store.apply import TICKET_ID_PLACEHOLDER
+from store.model import NewTicket, Ticket, TicketChange, TicketEvent, TicketStatus
 
 SUBSCRIBE_BODY = (
     Field("url", required=True, min_length=8, max_length=500, description="http(s) URL receiving events"),
@@ -196,3 +204,87 @@ class WebhookSender:
         if status >= 300:
             raise SendError(SendErrorCode.REJECTED, f"HTTP {status}", provider_code=str(status))
         return SendResult(provider_id=outbound.id, status="delivered", path="webhook")
+
+
+SUBSCRIPTION_TTL_S = 5.0  # a new or deleted subscription applies to citizen events within this
+
+
+def turn_events(
+    new_ticket: NewTicket | None,
+    changes: Sequence[TicketChange],
+    statuses: Mapping[str, TicketStatus],
+    actor: str,
+    now: float,
+) -> list[tuple[str, TicketEvent]]:
+    """The events a turn's write will append, in order, as the apply script writes them: the
+    new ticket's ``created`` (named TICKET_ID_PLACEHOLDER), then each change's. ``statuses``
+    holds the current status of tickets the changes move (status events name from and to)."""
+    before = dict(statuses)
+    events: list[tuple[str, TicketEvent]] = []
+    if new_ticket is not None:
+        payload = {
+            "channel": new_ticket.channel,
+            "entry_point": new_ticket.entry_point,
+            "intake_type": new_ticket.intake_type,
+        }
+        events.append((TICKET_ID_PLACEHOLDER, TicketEvent("created", actor, now, payload)))
+        before[TICKET_ID_PLACEHOLDER] = TicketStatus.NEW
+    return events + expected_events(before, changes, now)
+
+
+class TurnWebhooks:
+    """Webhook Outbounds for the events of one conversation turn (one per subscription and event).
+
+    The subscription ids are cached per tenant for ``ttl_s`` seconds: a turn with events costs no
+    extra round trip while the cache is warm, and a turn without ticket events never touches
+    Redis. Ids derive from a hash of the inbound's external id and the event's place in the turn
+    (a turn's write is applied once: the idempotency mark is in the same script). ``seq`` in the
+    body is the event's position in its ticket's log when known (a ticket filed in this turn),
+    else null: the intake does not read event counts."""
+
+    def __init__(
+        self, redis: aioredis.Redis, *, ttl_s: float = SUBSCRIPTION_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self._redis = redis
+        self._ttl = ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
+
+    async def subscriptions(self, tenant: str) -> tuple[str, ...]:
+        now = self._clock()
+        hit = self._cache.get(tenant)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        subs = tuple(sorted(_s(k) for k in await self._redis.hkeys(keys.webhooks(tenant))))
+        self._cache[tenant] = (now + self._ttl, subs)
+        return subs
+
+    async def outbounds(
+        self, tenant: str, external_id: str, *, new_ticket: NewTicket | None,
+        changes: Sequence[TicketChange], tickets: Mapping[str, Ticket], actor: str, now: float,
+    ) -> list[Outbound]:  # fmt: skip
+        """What to add to the turn's outbox (TICKET_ID_PLACEHOLDER names a ticket filed now)."""
+        statuses = {tid: t.status for tid, t in tickets.items()}
+        events = turn_events(new_ticket, changes, statuses, actor, now)
+        if not events:
+            return []
+        subs = await self.subscriptions(tenant)
+        if not subs:
+            return []
+        tag = hashlib.sha256(external_id.encode()).hexdigest()[:16]  # ids from providers may hold braces
+        seq: dict[str, int] = {TICKET_ID_PLACEHOLDER: 0} if new_ticket is not None else {}
+        out: list[Outbound] = []
+        for i, (tid, ev) in enumerate(events):
+            n = seq.get(tid)
+            if n is not None:
+                seq[tid] = n + 1
+            body = json.dumps({"ticket_id": tid, "seq": n, "event": ev.to_json()}, ensure_ascii=False)
+            out += [
+                Outbound(
+                    id=f"{tid}:wh:{sub}:{tag}:{i}", tenant=tenant, recipient=f"webhook:{sub}",
+                    purpose=Purpose.WEBHOOK, key="webhook.event", params={"body": body}, ticket_id=tid,
+                )
+                for sub in subs
+            ]  # fmt: skip
+        return out
