@@ -22,6 +22,7 @@ from gateway.app import public_app, staff_app
 from gateway.config import Settings
 from gateway.logs import setup_logging
 from gateway.valkey_server import EmbeddedValkey
+from store import mux as store_mux
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
 
     redis, embedded = await start_redis(settings)
+    # The hot-path scripts (a turn's read and apply, the WeChat nonce) share one multiplexed
+    # connection instead of redis-py's per-command pool round (store/mux.py).
+    store_mux.attach(redis)
     gateway: Gateway | None = None
     runners: list[web.AppRunner] = []
     try:
@@ -115,6 +119,7 @@ async def serve(
             await runner.cleanup()
         if gateway is not None:
             await gateway.close()
+        await store_mux.detach(redis)
         await redis.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 
 from channels.base import MediaRef, Outbound
-from store import keys
+from store import keys, mux
 from store.model import (
     OPEN_STATUSES,
     PROTECTED_FIELDS,
@@ -340,7 +340,7 @@ class Applier:
     def __init__(self, redis: aioredis.Redis, tenants: Mapping[str, TenantIds] | None = None) -> None:
         self._redis = redis
         self._tenants = dict(tenants) if tenants is not None else None
-        self._script = redis.register_script(load_script_source())
+        self._script = mux.register_script(redis, load_script_source())
 
     def tenant_ids(self, tenant: str) -> TenantIds:
         if self._tenants is None:

@@ -18,10 +18,19 @@ import math
 import redis.asyncio as aioredis
 
 from channels.sms.state import Flood
-from store import keys
+from store import keys, mux
 
 # GCRA: KEYS[1] = TAT key; ARGV = interval per segment (µs), burst tolerance (µs), cost (segments).
 # Returns 0 when allowed (and the TAT advanced), else the wait in µs before it would be allowed.
+# KEYS: the number's counter for this window, its address state. ARGV: counter TTL, state TTL.
+# Counts one inbound text and keeps the number's state alive; returns the count in the window.
+_INBOUND_HIT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return n
+"""
+
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -74,6 +83,8 @@ class RedisSmsState:
         self.redis = redis
         self._gcra = redis.register_script(_GCRA)
         self._advance = redis.register_script(_ADVANCE)
+        # Every inbound text passes here: a script on the shared connection (store/mux.py).
+        self._inbound_hit = mux.register_script(redis, _INBOUND_HIT)
 
     async def is_opted_out(self, tenant: str, address: str) -> bool:
         value = await self.redis.hget(keys.address_state(tenant, address), "opted_out")
@@ -97,11 +108,9 @@ class RedisSmsState:
     async def inbound_hit(self, tenant: str, address: str, limit: int, window_s: int, now: float) -> Flood:
         window = int(now // window_s)
         key = keys.rate(tenant, "sms-in", address, window)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, window_s * 2)
-            pipe.expire(keys.address_state(tenant, address), keys.CONVERSATION_TTL)
-            count, _, _ = await pipe.execute()
+        count = await self._inbound_hit(
+            keys=[key, keys.address_state(tenant, address)], args=[window_s * 2, keys.CONVERSATION_TTL]
+        )
         if count <= limit:
             return Flood.OK
         return Flood.WARN if count == limit + 1 else Flood.DROP

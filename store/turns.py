@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from channels.base import Outbound
-from store import keys
+from store import keys, mux
 from store.apply import TICKET_ID_PLACEHOLDER, TimerSet, Write, WriteConflict
 from store.casestore import CaseStore
 from store.model import NewTicket, Ticket, TicketChange, ticket_from_hash
@@ -105,7 +105,7 @@ class Turns:
         self.store = store
         self.redis: aioredis.Redis = store.redis
         source = resources.files("store").joinpath("scripts/read_turn.lua").read_text(encoding="utf-8")
-        self._read = self.redis.register_script(source)
+        self._read = mux.register_script(self.redis, source)
 
     async def read_turn(
         self,

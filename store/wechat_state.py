@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from channels.base import Location
 from channels.wechat.state import TokenFetch
-from store import keys
+from store import keys, mux
 
 # A re-delivered older message must not reset the quota: only a newer CreateTime opens a window.
 _NOTE_MESSAGE = """
@@ -121,7 +121,7 @@ class RedisWeChatState:
         self._r = redis
         self._note_message = redis.register_script(_NOTE_MESSAGE)
         self._note_event = redis.register_script(_NOTE_EVENT)
-        self._first_use_noting = redis.register_script(_FIRST_USE_NOTING)
+        self._first_use_noting = mux.register_script(redis, _FIRST_USE_NOTING)
         self._claim = redis.register_script(_CLAIM)
         self._add_consent = redis.register_script(_ADD_CONSENT)
         self._take_consent = redis.register_script(_TAKE_CONSENT)
