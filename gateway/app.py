@@ -7,11 +7,13 @@ are separate apps on separate ports, so the staff surface is never exposed where
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -32,14 +34,31 @@ def json_error(status: int, code: str, message: str, field: str | None = None) -
     return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
+# Request ids: a random per-process prefix and a counter — unique, and no getrandom() per request.
+_RID_PREFIX = secrets.token_hex(4)
+_rid_counter = itertools.count(1)
+# Counter children by (app, status class): labels() looks them up under a lock on every call.
+_http_counted: dict[tuple[str, int], Any] = {}
+
+
+def _count(app_name: str, status: int) -> None:
+    key = (app_name, status // 100)
+    child = _http_counted.get(key)
+    if child is None:
+        child = _http_counted[key] = metrics.http_requests.labels(app_name, f"{status // 100}xx")
+    child.inc()
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id (from X-Request-Id when sane), timing, metrics, and errors as clear JSON."""
     incoming = request.headers.get("X-Request-Id", "")
-    rid = incoming if incoming.isascii() and 0 < len(incoming) <= 64 else secrets.token_hex(8)
+    if incoming and incoming.isascii() and len(incoming) <= 64:
+        rid = incoming
+    else:
+        rid = f"{_RID_PREFIX}{next(_rid_counter):08x}"
     token = request_id.set(rid)
     started = time.perf_counter()
-    app_name = request.app[APP_NAME_KEY]
     status = 500
     try:
         try:
@@ -62,16 +81,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         exc.headers["X-Request-Id"] = rid
         raise
     finally:
-        metrics.http_requests.labels(app_name, f"{status // 100}xx").inc()
-        log.debug(
-            "http",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+        _count(request.app[APP_NAME_KEY], status)
+        if log.isEnabledFor(logging.DEBUG):
+            ms = round((time.perf_counter() - started) * 1000, 2)
+            extra = {"method": request.method, "path": request.path, "status": status, "ms": ms}
+            log.debug("http", extra=extra)
         request_id.reset(token)
 
 

@@ -19,6 +19,7 @@ dedupe → lock → load state → engine step → translate actions → one sto
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
@@ -76,6 +77,10 @@ _STORE_PH = TICKET_ID_PLACEHOLDER
 INLINE_MARGIN_S = 0.05
 INFLIGHT_TTL_MS = 30_000
 MAX_CONFLICT_RETRIES = 8
+
+# In-flight lock tokens only need to be unique: a per-process random prefix and a counter.
+_TOKEN_PREFIX = secrets.token_hex(6)
+_token_counter = itertools.count(1)
 
 # Which catalogue variant a channel's inline reply uses.
 INLINE_VARIANT = {"wechat": "text", "sms": "sms"}
@@ -138,7 +143,7 @@ class Intake:
 
     async def _handle(self, inbound: Inbound, deadline: float) -> IntakeOutcome:
         tenant, address, ext = inbound.tenant, inbound.sender, inbound.external_id
-        token = secrets.token_hex(8)
+        token = f"{_TOKEN_PREFIX}{next(_token_counter):x}"
         asked, status = self._asked(inbound)
         recent = self.engine_settings.status_list_limit * 2 if status else 0
         for attempt in range(MAX_CONFLICT_RETRIES):
