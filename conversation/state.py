@@ -9,9 +9,10 @@ state, because a conversation that cannot be read must still be answered.
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, replace
 from typing import Any
+
+import orjson
 
 from channels.base import MediaRef
 
@@ -165,14 +166,16 @@ class ConversationState:
         }
         # Absent rather than null: the staff side drops keys (e.g. pending_survey) to clear them.
         data = {k: v for k, v in data.items() if v is not None}
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # orjson: the same compact UTF-8 JSON as json.dumps(ensure_ascii=False), in a fraction of
+        # the time; every turn encodes the state once and decodes it once.
+        return orjson.dumps(data)
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> ConversationState:
         if not raw:
             return cls()
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             return _from_dict(data)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError):
             return cls()
