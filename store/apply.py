@@ -13,6 +13,7 @@ ticket changes) the caller writes :data:`TICKET_ID_PLACEHOLDER` and the script s
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ STATUS_COUNTERS: Mapping[TicketStatus, str] = {
 }
 # A unit's open work (keys.index_unit_open): the statuses in which the ticket is on its desk.
 UNIT_WORK_STATUSES = (TicketStatus.ASSIGNED, TicketStatus.REPLIED)
+# orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes; with this
+# option it also turns non-string dict keys into strings as json does, instead of refusing them.
+_ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 SEQ_TTL = 2 * 24 * 3600  # keys.ticket_seq: nobody draws from a day's counter after it ends
 
 
@@ -185,7 +189,7 @@ def _change_spec(change: TicketChange, tenant: str = "") -> dict[str, Any]:
     if isinstance(change, IncrField):
         return {"op": "incr", "t": change.ticket_id, "name": change.name, "by": change.by}
     if isinstance(change, AddEvent):
-        event = json.dumps(change.event.to_json(), ensure_ascii=False, separators=(",", ":"))
+        event = orjson.dumps(change.event.to_json(), option=_ORJSON_OPTS).decode()
         return {"op": "event", "t": change.ticket_id, "event": event}
     if isinstance(change, CountDay):
         return {"op": "count", "t": "", "name": change.name, "by": change.by}
@@ -226,6 +230,25 @@ def _create_spec(w: Write, ids: TenantIds, now: float, now_s: str) -> dict[str, 
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _tenant_part(tenant: str) -> dict[str, Any]:
+    """The part of every spec that depends on the tenant only (built once, never mutated)."""
+    return {
+        "status_keys": {s.value: keys.index_status(tenant, s.value) for s in TicketStatus},
+        "status_counters": {s.value: name for s, name in STATUS_COUNTERS.items()},
+        "unit_tpl": keys.index_unit(tenant, _UNIT_PLACEHOLDER),
+        "unit_ph": _UNIT_PLACEHOLDER,
+        "derived": {
+            "unit_open_tpl": keys.index_unit_open(tenant, _UNIT_PLACEHOLDER),
+            "deadline_key": keys.index_deadline(tenant),
+            "work": {s.value: 1 for s in UNIT_WORK_STATUSES},
+            "open": {s.value: 1 for s in OPEN_STATUSES},
+        },
+        "day_ttl": keys.DAY_COUNTER_TTL,
+        "outbox_key": keys.outbox(tenant),
+    }
+
+
 def build_spec(w: Write, ids: TenantIds, now: float) -> tuple[list[str], list[str | bytes]]:
     """KEYS and ARGV of the script for one write."""
     tenant, now_s = w.tenant, repr(now)
@@ -239,19 +262,8 @@ def build_spec(w: Write, ids: TenantIds, now: float) -> tuple[list[str], list[st
             t: {"key": keys.ticket(tenant, t), "events_key": keys.ticket_events(tenant, t)}
             for t in ticket_ids
         },
-        "status_keys": {s.value: keys.index_status(tenant, s.value) for s in TicketStatus},
-        "status_counters": {s.value: name for s, name in STATUS_COUNTERS.items()},
-        "unit_tpl": keys.index_unit(tenant, _UNIT_PLACEHOLDER),
-        "unit_ph": _UNIT_PLACEHOLDER,
-        "derived": {
-            "unit_open_tpl": keys.index_unit_open(tenant, _UNIT_PLACEHOLDER),
-            "deadline_key": keys.index_deadline(tenant),
-            "work": {s.value: 1 for s in UNIT_WORK_STATUSES},
-            "open": {s.value: 1 for s in OPEN_STATUSES},
-        },
+        **_tenant_part(tenant),
         "day_key": keys.counters_day(tenant, ids.local_day(now).strftime("%Y%m%d")),
-        "day_ttl": keys.DAY_COUNTER_TTL,
-        "outbox_key": keys.outbox(tenant),
         "outbox": [Envelope(ob).to_json() for ob in w.outbox],
         "hsets": [
             [keys.address_state(tenant, a), dict(f), keys.CONVERSATION_TTL]
@@ -302,7 +314,7 @@ def build_spec(w: Write, ids: TenantIds, now: float) -> tuple[list[str], list[st
     if not script_keys:
         script_keys.append(keys.index_created(tenant))  # any key of the tenant routes the call
     # orjson: the spec is the largest encode of a turn; compact UTF-8 like json.dumps(ensure_ascii=False).
-    argv: list[str | bytes] = [orjson.dumps(spec), state, reply]
+    argv: list[str | bytes] = [orjson.dumps(spec, option=_ORJSON_OPTS), state, reply]
     return script_keys, argv
 
 
