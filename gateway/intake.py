@@ -19,6 +19,7 @@ dedupe → lock → load state → engine step → translate actions → one sto
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -86,6 +87,12 @@ _token_counter = itertools.count(1)
 INLINE_VARIANT = {"wechat": "text", "sms": "sms"}
 
 
+@functools.lru_cache(maxsize=256)
+def _child(metric: Any, *labels: str) -> Any:
+    """A metric's child for these label values, looked up once (labels() locks on every call)."""
+    return metric.labels(*labels)
+
+
 def _swap(text: str) -> str:
     return text.replace(_ENGINE_PH, _STORE_PH)
 
@@ -139,7 +146,7 @@ class Intake:
         try:
             return await self._handle(inbound, deadline)
         finally:
-            metrics.engine_seconds.labels(inbound.channel).observe(time.perf_counter() - started)
+            _child(metrics.engine_seconds, inbound.channel).observe(time.perf_counter() - started)
 
     async def _handle(self, inbound: Inbound, deadline: float) -> IntakeOutcome:
         tenant, address, ext = inbound.tenant, inbound.sender, inbound.external_id
@@ -232,7 +239,7 @@ class Intake:
         if result.outcome is ApplyOutcome.DUPLICATE:
             metrics.dedupe_hits.labels(inbound.channel).inc()
             return IntakeOutcome(texts=tuple(_stored_texts(result.reply or b"")), duplicate=True)
-        metrics.inbound.labels(inbound.channel, "ticket" if result.ticket_id else "turn").inc()
+        _child(metrics.inbound, inbound.channel, "ticket" if result.ticket_id else "turn").inc()
         if result.ticket_id:
             if self.wait_aof:
                 # Acknowledge the new ticket only once the server's AOF is fsynced (config
