@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -105,6 +106,9 @@ async def serve(
             runners.append(runner)
         addresses.update(await gateway.start_roles(roles))
         addresses["redis"] = "embedded valkey" if embedded else "external"
+        # What startup built lives as long as the process: keep it out of the collector's
+        # generations, so full collections under load walk only the objects of live requests.
+        gc.freeze()
         for role, where in addresses.items():
             print(f"sulai: {role:<8} {where}", flush=True)
         if ready is not None:
