@@ -108,7 +108,14 @@ class Gateway:
         store = CaseStore(redis, clock=clock, tenants={tenant.id: TenantIds(tenant.prefix, tenant.timezone)})
         media = LocalMediaStore(settings.data_dir / "media")
         catalogue = Catalogue.load(default_language=tenant.language)
-        staff = StaffContext(redis=redis, tenant=tenant, store=store, media=media, clock=clock)
+        staff = StaffContext(
+            redis=redis,
+            tenant=tenant,
+            store=store,
+            media=media,
+            clock=clock,
+            webhook_allow_private=bool(settings.webhooks.get("allow_private")),
+        )
         intake = Intake(
             redis,
             store,

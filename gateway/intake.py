@@ -59,6 +59,7 @@ from conversation.state import ConversationState
 from gateway import metrics
 from gateway.config import TenantSettings
 from gateway.staff.survey import RatingEffects
+from gateway.staff.webhooks_out import TurnWebhooks
 from gateway.webhooks import IntakeOutcome
 from store import keys
 from store.apply import TICKET_ID_PLACEHOLDER, TimerSet
@@ -137,6 +138,8 @@ class Intake:
         self.clock = clock
         self.wait_aof = wait_aof
         self.zone = ZoneInfo(tenant.timezone)
+        # Government systems subscribed to ticket events hear about citizen-side changes too.
+        self.webhooks = TurnWebhooks(redis)
 
     # -- the turn ------------------------------------------------------------------------------
 
@@ -207,6 +210,15 @@ class Intake:
             state, inbound, datetime.fromtimestamp(now, UTC), self.engine_settings, context
         )
         tr = self._translate(inbound, new_state, actions, now, loaded)
+        tr.outbox += await self.webhooks.outbounds(
+            inbound.tenant,
+            inbound.external_id,
+            new_ticket=tr.new_ticket,
+            changes=tr.changes,
+            tickets=loaded,
+            actor=f"citizen:{inbound.sender}",
+            now=now,
+        )
         inline_ok = inbound.channel in INLINE_VARIANT and deadline > 0
         inline = inline_ok and time.monotonic() < deadline - INLINE_MARGIN_S
         texts: list[str] = []
