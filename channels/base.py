@@ -361,7 +361,16 @@ def verify_adapter(adapter: object) -> ChannelAdapter:
     """Refuse an adapter that does not fully implement the contract."""
     missing = [
         name
-        for name in ("name", "capabilities", "routes", "parse_webhook", "render_reply", "send", "secrets", "close")
+        for name in (
+            "name",
+            "capabilities",
+            "routes",
+            "parse_webhook",
+            "render_reply",
+            "send",
+            "secrets",
+            "close",
+        )
         if not hasattr(adapter, name)
     ]
     if missing:
