@@ -8,10 +8,10 @@
   every detail a ticket needs. The listener answers 250 only after the intake filed the mail, so
   a mail's latency (MAIL FROM … 250 after DATA) is "until filed"; the ticket count is checked;
 - IMAP: 1,000 such mails appended to a throwaway Dovecot first, then a gateway process with the
-  poller started; timed from its start until all are filed.
+  poller started; timed from when it is ready until all are filed.
 
-The gateway runs in a child process on a private Valkey (the parent only starts, feeds and
-counts). Last line: ``RESULT name=email smtp_mails_per_s=… imap_mails_per_s=… p99_ms=…``.
+The gateway is the real `sulai serve` process (only the role measured) on a private Valkey; the
+parent only starts, feeds and counts. Last line: ``RESULT name=email smtp_mails_per_s=… imap_mails_per_s=… p99_ms=…``.
 """
 
 # `python bench/email.py` puts bench/ first on sys.path, where this very file would shadow the
@@ -26,12 +26,13 @@ sys.path.insert(0, os.path.dirname(_HERE))  # the project root: gateway, channel
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
+
+from gateway.testing import ServeProcess, start_serve  # noqa: E402
 
 HOTLINE = "hotline@sulai.test"
 REQUEST = "东风路与建设路交叉口的路灯坏了三天，晚上很黑。地址：东风路18号门口。电话13812345678。"
@@ -53,31 +54,6 @@ def mail_bytes(i: int, tag: str) -> bytes:
 # --- the child processes -----------------------------------------------------------------------------
 
 
-async def _child_gateway(config: dict[str, Any]) -> None:
-    import redis.asyncio as aioredis
-
-    from channels.email.settings import parse_settings
-    from gateway import email_wiring
-    from gateway.channel_wiring import Built
-    from gateway.components import Gateway
-    from gateway.config import settings_from_mapping
-
-    settings = settings_from_mapping(config["settings"], env={})
-    redis = aioredis.Redis.from_url(settings.redis.url)
-    gw = await Gateway.create(settings, redis, sandbox=False)
-    if gw.email is None:  # until gateway.channel_wiring._email calls email_wiring.build
-        built = Built()
-        await email_wiring.build(gw, parse_settings(config["settings"]["email"], env={}), built)
-        gw.adapters.update({a.name: a for a in built.adapters})
-        gw.email = built.email
-    addresses = await gw.start_roles(set(config["roles"]))
-    port = addresses["smtp"].rpartition(":")[2] if "smtp" in addresses else "0"
-    print(f"READY {port}", flush=True)
-    await asyncio.to_thread(sys.stdin.read)  # the parent closes our stdin to stop us
-    await gw.close()
-    await redis.aclose()
-
-
 async def _child_reference() -> None:
     from aiosmtpd.smtp import SMTP
 
@@ -93,8 +69,10 @@ async def _child_reference() -> None:
 
 
 class Child:
-    def __init__(self, mode: str, config: dict[str, Any] | None = None) -> None:
-        args = [sys.executable, os.path.abspath(__file__), "--child", mode, json.dumps(config or {})]
+    """The reference SMTP server in its own process, like the gateway."""
+
+    def __init__(self, mode: str) -> None:
+        args = [sys.executable, os.path.abspath(__file__), "--child", mode]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -154,23 +132,14 @@ async def count_tickets(redis: Any) -> int:
     return int(await redis.zcard(keys.index_created("default")))
 
 
-def _gateway_config(
-    data_dir: Path, redis_url: str, imap: list[dict[str, Any]] | None, roles: list[str]
-) -> dict[str, Any]:
+def _serve(data_dir: Path, redis_url: str, imap: list[dict[str, Any]] | None, role: str) -> ServeProcess:
+    """The real `sulai serve` (uvloop, shared script connection …) running only ``role``."""
     email: dict[str, Any] = {"addresses": [HOTLINE], "domain": "sulai.test"}
     if imap:
         email["imap"] = imap
-    return {
-        "roles": roles,
-        "settings": {
-            "data_dir": str(data_dir),
-            "redis": {"url": redis_url},
-            "smtp": {"port": 0},
-            "tenant": {"quiet_hours": ""},
-            "logging": {"level": "WARNING"},
-            "email": email,
-        },
-    }
+    config: dict[str, Any] = {"redis": {"url": redis_url}, "tenant": {"quiet_hours": ""}, "email": email}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return start_serve(data_dir, config, ("--role", role))
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -197,9 +166,10 @@ async def run(args: argparse.Namespace) -> None:
             ref_rate = len(smtp_mails) / ref_s
             print(f"reference: bare aiosmtpd {ref_rate:.0f} mails/s", flush=True)
 
-            gw = Child("gateway", _gateway_config(root / "data", url, None, ["smtp"]))
-            smtp_s, latencies = await smtp_load(gw.port, smtp_mails, args.clients)
-            gw.stop()
+            gw = _serve(root / "data", url, None, "smtp")
+            smtp_port = int(gw.addresses["smtp"].rpartition(":")[2])
+            smtp_s, latencies = await smtp_load(smtp_port, smtp_mails, args.clients)
+            gw.terminate()
             filed = await count_tickets(redis)
             if filed != len(smtp_mails):
                 raise SystemExit(f"SMTP: {filed} tickets filed for {len(smtp_mails)} mails")
@@ -222,14 +192,15 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.to_thread(fill)
             box = {"name": "bench", "host": "127.0.0.1", "port": dovecot.port, "tls": False, "user": USER,
                    "password": PASSWORD, "poll_seconds": 0.2, "batch": 100}  # fmt: skip
-            gw = Child("gateway", _gateway_config(root / "data", url, [box], ["imap"]))
+            gw = _serve(root / "data", url, [box], "imap")
+            started = time.perf_counter()
             target = filed + len(imap_mails)
             while await count_tickets(redis) < target:
-                if time.perf_counter() - gw.started > 600:
+                if time.perf_counter() - started > 600:
                     raise SystemExit("IMAP: not all mails filed within 600 s")
                 await asyncio.sleep(0.02)
-            imap_s = time.perf_counter() - gw.started
-            gw.stop()
+            imap_s = time.perf_counter() - started
+            gw.terminate()
             imap_rate = len(imap_mails) / imap_s
             print(
                 f"imap: {len(imap_mails)} mails fetched and filed in {imap_s:.2f}s = {imap_rate:.0f} mails/s",
@@ -251,11 +222,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--mails", type=int, default=2000)
     parser.add_argument("--imap-mails", type=int, default=1000)
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "CONFIG"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # the reference server's process
     args = parser.parse_args()
     if args.child:
-        mode, config = args.child
-        asyncio.run(_child_reference() if mode == "reference" else _child_gateway(json.loads(config)))
+        asyncio.run(_child_reference())
         return
     asyncio.run(run(args))
 

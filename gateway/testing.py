@@ -34,17 +34,32 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+def _is_table_array(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _toml_table(name: str, values: dict[str, object], lines: list[str]) -> None:
+    """Scalars first, then sub-tables and arrays of tables, so the file reads back as written."""
+    lines += [
+        f"{k} = {_toml_value(v)}"
+        for k, v in values.items()
+        if not isinstance(v, dict) and not _is_table_array(v)
+    ]
+    for key, value in values.items():
+        full = f"{name}.{key}" if name else key
+        if isinstance(value, dict):
+            lines.append(f"\n[{full}]")
+            _toml_table(full, value, lines)
+        elif _is_table_array(value):
+            for item in value:  # type: ignore[attr-defined]
+                lines.append(f"\n[[{full}]]")
+                _toml_table(full, item, lines)
+
+
 def write_toml(path: Path, config: dict[str, object]) -> Path:
-    """A tiny TOML writer for test configs (scalars and one level of tables)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
-    for table, values in config.items():
-        if isinstance(values, dict):
-            lines.append(f"\n[{table}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
-            for sub, subvalues in values.items():
-                if isinstance(subvalues, dict):
-                    lines.append(f"\n[{table}.{sub}]")
-                    lines += [f"{k} = {_toml_value(v)}" for k, v in subvalues.items()]
+    """A small TOML writer for test and benchmark configs (scalars, lists, tables, arrays of tables)."""
+    lines: list[str] = []
+    _toml_table("", config, lines)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
