@@ -14,6 +14,7 @@ Inbound text is normalised once, at construction: valid Unicode, no NULs, NFC. T
 from __future__ import annotations
 
 import enum
+import re
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,11 +71,16 @@ def address_channel(address: str) -> str:
 # Inbound
 
 
+# Category Cc is exactly C0, DEL and C1; tab and newline are kept.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def clean_text(text: str) -> str:
-    """Valid Unicode, no NUL or other C0 controls except tab/newline, NFC."""
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    text = "".join(ch for ch in text if ch in "\t\n" or unicodedata.category(ch) != "Cc")
-    return unicodedata.normalize("NFC", text.replace("\r\n", "\n"))
+    """Valid Unicode, no NUL or other C0/C1 controls except tab/newline, CRLF as LF, NFC."""
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates → "?"
+    text = _CONTROLS.sub("", text.replace("\r\n", "\n"))
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 class InboundKind(enum.StrEnum):

@@ -83,9 +83,10 @@ class EmailWiring:
 
     async def deliver(self, inbound: Inbound, raw: bytes) -> None:
         """Store one mail (see the module docstring); raises when it could not be stored."""
-        original = await self.media_sink(raw, "message/rfc822", "original.eml")
         attrs = inbound.attrs
         updates = delivery_updates(inbound)
+        if updates or attrs.get("automated") == "1" or attrs.get("is_bounce") == "1":
+            await self.media_sink(raw, "message/rfc822", "original.eml")  # kept for the record
         if updates:
             for update in updates:
                 if update.permanent_failure and update.address:
@@ -97,12 +98,14 @@ class EmailWiring:
             log.info("automatic mail filed nowhere (%s)", attrs.get("loop_reasons", ""))
             metrics.inbound.labels("email", "automated").inc()
             return
-        await self.state.clear_unreachable(inbound.sender)  # they wrote: the address works
-        extra: dict[str, str] = {}
-        if attrs.get("no_auto_reply") != "1" and attrs.get("ack_suppressed") != "1":
-            sender = inbound.sender.partition(":")[2]
-            if not await self.state.allow_ack(sender, self.settings.ack_per_hour):
-                extra = {"ack_suppressed": "1", "ack_rate_limited": "1"}
+        # They wrote, so the address works; and acknowledgements are limited per sender.
+        wants_ack = attrs.get("no_auto_reply") != "1" and attrs.get("ack_suppressed") != "1"
+        # The original goes to the media store while Redis is asked, not after.
+        original, allowed = await asyncio.gather(
+            self.media_sink(raw, "message/rfc822", "original.eml"),
+            self.state.note_mail_from(inbound.sender, self.settings.ack_per_hour if wants_ack else None),
+        )
+        extra: dict[str, str] = {} if allowed else {"ack_suppressed": "1", "ack_rate_limited": "1"}
         # One copy with the original's reference (and the limit's verdict) for the intake.
         await self.intake(dataclasses.replace(inbound, raw_ref=original.media_id, attrs={**attrs, **extra}))
 

@@ -145,6 +145,24 @@ class MailState:
         value = await self.redis.hget(keys.address_state(self.tenant, address), "unreachable")
         return value is not None
 
+    async def note_mail_from(
+        self, address: str, ack_limit: int | None, window: int = 3600, now: float = 0.0
+    ) -> bool:
+        """A citizen's mail arrived: the address works again (clears an unreachable mark) and,
+        when ``ack_limit`` is given, one acknowledgement is counted against it — both in one round
+        trip. True when an acknowledgement may go out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(keys.address_state(self.tenant, address), "unreachable", "unreachable_why")
+            if ack_limit is not None:
+                sender = address.partition(":")[2] if address.startswith("mailto:") else address
+                key = keys.rate(
+                    self.tenant, ACK_RATE_NAME, sender.lower(), int((now or time.time()) // window)
+                )
+                pipe.incr(key)
+                pipe.expire(key, window + 60)
+            results = await pipe.execute()
+        return ack_limit is None or int(results[1]) <= ack_limit
+
     async def clear_unreachable(self, address: str) -> None:
         """A new inbound mail from the address proves it works again."""
         await self.redis.hdel(keys.address_state(self.tenant, address), "unreachable", "unreachable_why")

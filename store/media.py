@@ -24,6 +24,7 @@ from channels.base import MediaRef
 
 DEFAULT_MAX_ITEM = 20 * 1024 * 1024
 DEFAULT_MAX_TICKET = 100 * 1024 * 1024
+INLINE_WRITE_BYTES = 64 * 1024  # smaller items are written on the event loop (see save)
 # Kept, but flagged for staff: executable or script content nobody should open blindly.
 DANGEROUS_SUFFIXES = frozenset(
     {
@@ -110,7 +111,12 @@ class LocalMediaStore:
             "filename": name,
             "flagged": flagged,
         }
-        await asyncio.to_thread(self._write, media_id, data, meta)
+        if len(data) <= INLINE_WRITE_BYTES:
+            # A few syscalls into the page cache cost less than the hand-off to a worker thread,
+            # which also competes for the GIL with the event loop.
+            self._write(media_id, data, meta)
+        else:
+            await asyncio.to_thread(self._write, media_id, data, meta)
         return MediaRef(media_id, str(meta["content_type"]), len(data), name, flagged)
 
     def _write(self, media_id: str, data: bytes, meta: dict[str, object]) -> None:

@@ -18,6 +18,7 @@ both agree.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 import re
 import secrets
@@ -155,6 +156,13 @@ def find_ticket_ids(text: str, prefix: str | None = None) -> list[str | TicketId
     A token is a 1-6 letter prefix (exactly ``prefix`` when given) followed by at least 11 digits
     in groups. Bare digit runs are never taken as ids: an 11-digit mobile number has that shape.
     """
+    return list(_find(text, prefix))
+
+
+@functools.lru_cache(maxsize=256)
+def _find(text: str, prefix: str | None) -> tuple[str | TicketIdError, ...]:
+    # Memoised: one turn asks about the same text several times (intake, command parsing, the
+    # status dialogue, the mail parser), and NFKC over a long mail is the costly part.
     wanted = _check_prefix(prefix) if prefix is not None else None
     found: list[str | TicketIdError] = []
     for m in _TOKEN_RE.finditer(_fold(text).replace("\n", " ")):
@@ -163,7 +171,7 @@ def find_ticket_ids(text: str, prefix: str | None = None) -> list[str | TicketId
         result = _parse_token(m.group(1), m.group(2), m.group(0))
         if result is not None:
             found.append(result)
-    return found
+    return tuple(found)
 
 
 def new_query_code(rng: random.Random | None = None, digits: int = 4) -> str:
