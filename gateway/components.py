@@ -106,7 +106,7 @@ class Gateway:
         tenant = settings.tenant
         parsed = parse_channel_settings(settings, sandbox)
         store = CaseStore(redis, clock=clock, tenants={tenant.id: TenantIds(tenant.prefix, tenant.timezone)})
-        media = LocalMediaStore(settings.data_dir / "media")
+        media = LocalMediaStore(settings.data_dir)  # under <data_dir>/media
         catalogue = Catalogue.load(default_language=tenant.language)
         staff = StaffContext(
             redis=redis,

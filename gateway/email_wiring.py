@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from channels.base import DeliveryUpdate, Inbound, MediaSink
+from channels.base import DeliveryUpdate, Inbound, MediaRef, MediaSink
 from channels.email.fake import MailSink, sandbox_mail_dir, start_sink
 from channels.email.loops import delivery_updates
 from channels.email.outbound import EmailAdapter
@@ -36,6 +36,7 @@ from gateway import metrics
 from gateway.imap_poller import ImapPoller
 from gateway.smtp_listener import SmtpListener
 from store.mail_state import MailState
+from store.media import content_id
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -98,16 +99,29 @@ class EmailWiring:
             log.info("automatic mail filed nowhere (%s)", attrs.get("loop_reasons", ""))
             metrics.inbound.labels("email", "automated").inc()
             return
-        # They wrote, so the address works; and acknowledgements are limited per sender.
-        wants_ack = attrs.get("no_auto_reply") != "1" and attrs.get("ack_suppressed") != "1"
-        # The original goes to the media store while Redis is asked, not after.
-        original, allowed = await asyncio.gather(
-            self.media_sink(raw, "message/rfc822", "original.eml"),
-            self.state.note_mail_from(inbound.sender, self.settings.ack_per_hour if wants_ack else None),
-        )
-        extra: dict[str, str] = {} if allowed else {"ack_suppressed": "1", "ack_rate_limited": "1"}
-        # One copy with the original's reference (and the limit's verdict) for the intake.
-        await self.intake(dataclasses.replace(inbound, raw_ref=original.media_id, attrs={**attrs, **extra}))
+        # The original goes to disk (slow on a busy disk) while the turn runs: its content-addressed
+        # id is known up front, and the 250 still waits for both.
+        saving = asyncio.ensure_future(self.media_sink(raw, "message/rfc822", "original.eml"))
+        try:
+            # They wrote, so the address works; and acknowledgements are limited per sender.
+            wants_ack = attrs.get("no_auto_reply") != "1" and attrs.get("ack_suppressed") != "1"
+            allowed = await self.state.note_mail_from(
+                inbound.sender, self.settings.ack_per_hour if wants_ack else None
+            )
+            extra: dict[str, str] = {} if allowed else {"ack_suppressed": "1", "ack_rate_limited": "1"}
+            # The original mail travels with what the citizen sent, so the ticket it files or
+            # supplements keeps it (quoted history and all) beside the stripped text.
+            original = MediaRef(content_id(raw), "message/rfc822", len(raw), "original.eml")
+            await self.intake(
+                dataclasses.replace(
+                    inbound,
+                    raw_ref=original.media_id,
+                    media=(*inbound.media, original),
+                    attrs={**attrs, **extra},
+                )
+            )
+        finally:
+            await saving
 
     # --- roles ---------------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from channels.base import MediaRef
 
 DEFAULT_MAX_ITEM = 20 * 1024 * 1024
 DEFAULT_MAX_TICKET = 100 * 1024 * 1024
-INLINE_WRITE_BYTES = 64 * 1024  # smaller items are written on the event loop (see save)
 # Kept, but flagged for staff: executable or script content nobody should open blindly.
 DANGEROUS_SUFFIXES = frozenset(
     {
@@ -93,6 +92,7 @@ class LocalMediaStore:
         self.root = Path(data_dir) / "media"
         self.max_item_bytes = max_item_bytes
         self.max_ticket_bytes = max_ticket_bytes
+        self._made_dirs: set[Path] = set()
 
     def _path(self, media_id: str) -> Path:
         if not _MEDIA_ID.fullmatch(media_id):
@@ -102,7 +102,7 @@ class LocalMediaStore:
     async def save(self, data: bytes, content_type: str, filename: str = "") -> MediaRef:
         if len(data) > self.max_item_bytes:
             raise MediaTooLarge("item", len(data), self.max_item_bytes)
-        media_id = hashlib.sha256(data).hexdigest()
+        media_id = content_id(data)
         name = clean_filename(filename)
         flagged = Path(name).suffix.lower() in DANGEROUS_SUFFIXES
         meta = {
@@ -111,17 +111,16 @@ class LocalMediaStore:
             "filename": name,
             "flagged": flagged,
         }
-        if len(data) <= INLINE_WRITE_BYTES:
-            # A few syscalls into the page cache cost less than the hand-off to a worker thread,
-            # which also competes for the GIL with the event loop.
-            self._write(media_id, data, meta)
-        else:
-            await asyncio.to_thread(self._write, media_id, data, meta)
+        # In a thread: creating files can take a millisecond each on a busy disk, and the event
+        # loop must not wait for it (the syscalls release the GIL).
+        await asyncio.to_thread(self._write, media_id, data, meta)
         return MediaRef(media_id, str(meta["content_type"]), len(data), name, flagged)
 
     def _write(self, media_id: str, data: bytes, meta: dict[str, object]) -> None:
         path = self._path(media_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._made_dirs:  # mkdir is a costly syscall even when it exists
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(path.parent)
         if not path.exists():
             _atomic_write(path, data)
         sidecar = path.with_suffix(".json")
@@ -164,6 +163,11 @@ class LocalMediaStore:
         total = sum(seen.values())
         if total > self.max_ticket_bytes:
             raise MediaTooLarge("ticket", total, self.max_ticket_bytes)
+
+
+def content_id(data: bytes) -> str:
+    """The media id of ``data`` (content-addressed): known before the bytes are on disk."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from email import policy
@@ -145,6 +146,16 @@ async def test_missing_details_then_reply_quoting_us_files_ticket(running: Runni
     ticket = await running.gw.store.get_ticket("default", ticket_id)
     assert ticket is not None and "东风路18号" in ticket.location_text
     assert "写道" not in ticket.description  # the quoted history stayed out of the ticket
+    # …and both mails, quoted history included, are kept on the ticket as their originals.
+    originals = [a for a in ticket.attachments if a.content_type == "message/rfc822"]
+    assert len(originals) == 2
+    kept = [await running.gw.media.read(a.media_id) for a in originals]
+    assert sorted(len(raw) for raw in kept) == sorted(a.size for a in originals)
+    bodies = [
+        email.message_from_bytes(raw, policy=email.policy.default).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        for raw in kept
+    ]
+    assert any("写道" in body and "> " in body for body in bodies)
     answer = running.answers()[len(asks)]
     assert f"[{ticket_id}]" in str(answer["Subject"])
     assert answer["In-Reply-To"] == reply["Message-ID"]
