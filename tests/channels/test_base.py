@@ -79,7 +79,7 @@ def test_inbound_normalises_once_and_refuses_naive_times() -> None:
             sender="tel:+8613812345678",
             external_id="SM2",
             kind=InboundKind.TEXT,
-            received_at=datetime(2026, 11, 25, 8, 0),  # noqa: DTZ001 - the point of the test
+            received_at=datetime(2026, 11, 25, 8, 0),  # naive: the point of the test
         )
 
 
