@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
-from email.message import Message
+from email.message import EmailMessage, Message
 from email.utils import getaddresses
+from typing import Any
 
 from channels.base import Inbound, InboundKind, MediaRef, MediaSink, mailto_address
 from channels.email.charsets import decode_header_value, header_decoded, part_text
@@ -186,10 +187,45 @@ def _filename(part: Message) -> str:
     return re.sub(r"[\x00-\x1f/\\]", "_", name).strip()[:200]
 
 
+_ABSENT = object()
+
+
+class _ReadOnlyMail(EmailMessage):
+    """A parsed mail we only read: each header is parsed once, however often it is asked for.
+    (policy.default parses a header on every ``get``; reading one mail asks for Content-Type
+    a dozen times.)"""
+
+    _cache: dict[str, Any]
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        try:
+            cache = self._cache
+        except AttributeError:
+            cache = self._cache = {}
+        key = name.lower()
+        try:
+            value = cache[key]
+        except KeyError:
+            # Cached without the caller's default: get_content_type passes a new sentinel each time.
+            value = cache[key] = super().get(name, _ABSENT)
+        return failobj if value is _ABSENT else value
+
+    def __setitem__(self, name: str, val: Any) -> None:
+        self.__dict__.pop("_cache", None)
+        super().__setitem__(name, val)
+
+    def __delitem__(self, name: str) -> None:
+        self.__dict__.pop("_cache", None)
+        super().__delitem__(name)
+
+
+_POLICY = policy.default.clone(message_factory=_ReadOnlyMail)
+
+
 def _parse(raw: bytes) -> tuple[Message, bool]:
     """The parsed mail; a multipart whose declared boundary never occurs is re-read with the
     boundary its body actually uses (a damage some bulk mailers produce). True when repaired."""
-    msg = email.message_from_bytes(raw, policy=policy.default)
+    msg = email.message_from_bytes(raw, policy=_POLICY)
     if msg.get_content_maintype() != "multipart" or msg.is_multipart():
         return msg, False
     payload = msg.get_payload()
@@ -201,7 +237,7 @@ def _parse(raw: bytes) -> tuple[Message, bool]:
     fixed = re.sub(
         rb'boundary\s*=\s*("[^"]*"|[^;\s]+)', b'boundary="' + boundary + b'"', head, count=1, flags=re.I
     )
-    return email.message_from_bytes(fixed + sep + body, policy=policy.default), True
+    return email.message_from_bytes(fixed + sep + body, policy=_POLICY), True
 
 
 def analyse(
