@@ -192,7 +192,14 @@ def _any_of(words: tuple[str, ...]) -> re.Pattern[str]:
 
 def find_locations(text: str) -> list[str]:
     """Address-like spans, cleaned of leading words such as 在/位于/地址是."""
-    places = []
+    return list(_locations(text))
+
+
+@functools.lru_cache(maxsize=64)
+def _locations(text: str) -> tuple[str, ...]:
+    # Memoised: a turn looks for places in the same text more than once (slot extraction, the
+    # description cut), and on a long mail the address regex is the costly part.
+    places: list[str] = []
     for m in ADDRESS_RE.finditer(fold(text)):
         span = _cut_after(m.group(0), _LOCATIVE)
         span = _OWN_HOME_RE.sub("", span)
@@ -200,7 +207,7 @@ def find_locations(text: str) -> list[str]:
         fine = _FINE_RE.search(span) is not None
         if fine and len(span) >= 3 and cjk_count(span) >= 2 and span not in _GENERIC_PLACES:
             places.append(span)
-    return places
+    return tuple(places)
 
 
 def find_category(text: str, categories: Sequence[Category]) -> str | None:
