@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from store import keys
+from store import keys, mux
 
 ACK_RATE_NAME = "email-ack"
 
@@ -57,6 +57,18 @@ def _usable(message_id: str) -> str | None:
     return mid
 
 
+# KEYS: address state, ack counter (ARGV[1] = 1 to count, ARGV[2] = its TTL). Returns the count.
+_NOTE_MAIL = """
+redis.call('HDEL', KEYS[1], 'unreachable', 'unreachable_why')
+if ARGV[1] == '1' then
+  local n = redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return n
+end
+return 0
+"""
+
+
 class MailState:
     """The email channel's Redis state for one tenant."""
 
@@ -64,6 +76,8 @@ class MailState:
         self.redis = redis
         self.tenant = tenant
         self._remember = redis.register_script(_REMEMBER)
+        # Every citizen mail passes here: a script on the shared connection (store/mux.py).
+        self._note_mail = mux.register_script(redis, _NOTE_MAIL)
 
     # --- threading ----------------------------------------------------------------------------
 
@@ -151,17 +165,20 @@ class MailState:
         """A citizen's mail arrived: the address works again (clears an unreachable mark) and,
         when ``ack_limit`` is given, one acknowledgement is counted against it — both in one round
         trip. True when an acknowledgement may go out."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(keys.address_state(self.tenant, address), "unreachable", "unreachable_why")
-            if ack_limit is not None:
-                sender = address.partition(":")[2] if address.startswith("mailto:") else address
-                key = keys.rate(
-                    self.tenant, ACK_RATE_NAME, sender.lower(), int((now or time.time()) // window)
-                )
-                pipe.incr(key)
-                pipe.expire(key, window + 60)
-            results = await pipe.execute()
-        return ack_limit is None or int(results[1]) <= ack_limit
+        limit_key = ""
+        if ack_limit is not None:
+            sender = address.partition(":")[2] if address.startswith("mailto:") else address
+            limit_key = keys.rate(
+                self.tenant, ACK_RATE_NAME, sender.lower(), int((now or time.time()) // window)
+            )
+        count = await self._note_mail(
+            keys=[
+                keys.address_state(self.tenant, address),
+                limit_key or keys.address_state(self.tenant, address),
+            ],
+            args=[1 if limit_key else 0, window + 60],
+        )
+        return ack_limit is None or int(count) <= ack_limit
 
     async def clear_unreachable(self, address: str) -> None:
         """A new inbound mail from the address proves it works again."""
