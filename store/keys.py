@@ -213,11 +213,6 @@ def units(tenant: str) -> str:
     return f"{prefix(tenant)}:units"
 
 
-def staff_idempotency(tenant: str, staff_id: str, key: str) -> str:
-    """STRING: the stored response of a staff mutation with this Idempotency-Key. TTL IDEMPOTENCY_TTL."""
-    return f"{prefix(tenant)}:staffidem:{_safe(staff_id)}:{_safe(key)}"
-
-
 def callback_list(tenant: str) -> str:
     """ZSET ticket id -> time: tickets closed without a rating, to be called back (回访)."""
     return f"{prefix(tenant)}:callbacks"
