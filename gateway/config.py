@@ -66,6 +66,8 @@ class TenantSettings:
     max_redispatch: int = 2
     survey_reminder_hours: float = 24.0
     survey_expiry_hours: float = 72.0
+    # A citizen's mail to a closed ticket's thread: "reopen" it, or file a "new" ticket linked to it.
+    closed_reply: str = "reopen"
 
     @property
     def zone(self) -> ZoneInfo:
@@ -193,6 +195,8 @@ def _validate(s: Settings) -> None:
         t.quiet_window  # noqa: B018 - parse check
     except ValueError:
         raise ConfigError("tenant.quiet_hours", "HH:MM-HH:MM or an empty string", t.quiet_hours) from None
+    if t.closed_reply not in ("reopen", "new"):
+        raise ConfigError("tenant.closed_reply", '"reopen" or "new"', t.closed_reply)
     if not 1 <= t.reply_deadline_days <= 60:
         raise ConfigError("tenant.reply_deadline_days", "1–60 working days", t.reply_deadline_days)
     for key, port in (

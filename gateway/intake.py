@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from datetime import time as dtime
 from typing import Any
@@ -55,7 +55,7 @@ from conversation.catalogue import Catalogue
 from conversation.commands import Command, parse_command
 from conversation.engine import TicketSummary, TurnContext, step, ticket_ids_mentioned
 from conversation.settings import EngineSettings
-from conversation.state import ConversationState
+from conversation.state import ConversationState, Mode
 from gateway import metrics
 from gateway.config import TenantSettings
 from gateway.staff.survey import RatingEffects
@@ -64,7 +64,17 @@ from gateway.webhooks import IntakeOutcome
 from store import keys
 from store.apply import TICKET_ID_PLACEHOLDER, TimerSet
 from store.casestore import CaseStore
-from store.model import AddEvent, ExtendField, NewTicket, Ticket, TicketChange, TicketEvent
+from store.model import (
+    OPEN_STATUSES,
+    AddEvent,
+    ExtendField,
+    NewTicket,
+    SetStatus,
+    Ticket,
+    TicketChange,
+    TicketEvent,
+    TicketStatus,
+)
 from store.ticketid import new_query_code
 from store.turns import ApplyOutcome, TurnRead, Turns, TurnWrite
 
@@ -113,6 +123,15 @@ class _Translation:
     address_state: dict[str, dict[str, str]] = field(default_factory=dict)
     links: dict[str, list[str]] = field(default_factory=dict)
     replies: list[Reply] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Thread:
+    """The ticket a mail threads to, and what its reply does to it."""
+
+    ticket_id: str
+    reopen: bool
+    link: bool
 
 
 class Intake:
@@ -195,6 +214,8 @@ class Intake:
         citizen's recent tickets are wanted (a status question, a menu click)."""
         text = inbound.text
         wanted: list[str] = ticket_ids_mentioned(text, self.tenant.prefix) if text else []
+        if inbound.attrs.get("thread_ticket_id"):
+            wanted.append(inbound.attrs["thread_ticket_id"])
         command = parse_command(text, self.tenant.prefix) if text else None
         status = command is not None and command.command is Command.STATUS
         return wanted, status or bool(inbound.attrs.get("click_key"))
@@ -206,10 +227,13 @@ class Intake:
         state = ConversationState.from_json(read.state)
         now = self.clock()
         context, loaded = await self._context(inbound, state, read.tickets, asked, status)
+        state, context, thread = self._thread(inbound, state, context, loaded)
         new_state, actions = step(
             state, inbound, datetime.fromtimestamp(now, UTC), self.engine_settings, context
         )
         tr = self._translate(inbound, new_state, actions, now, loaded)
+        if thread is not None:
+            self._threaded_changes(tr, thread, f"citizen:{inbound.sender}")
         tr.outbox += await self.webhooks.outbounds(
             inbound.tenant,
             inbound.external_id,
@@ -295,6 +319,48 @@ class Intake:
         tickets = [t for t in (read.get(i) for i in ids) if t is not None]
         context = TurnContext(tickets=tuple(_summary(t) for t in tickets), new_query_code=code)
         return context, {t.id: t for t in tickets}
+
+    # -- email threads ---------------------------------------------------------------------------
+
+    def _thread(
+        self, inbound: Inbound, state: ConversationState, context: TurnContext, loaded: dict[str, Ticket]
+    ) -> tuple[ConversationState, TurnContext, _Thread | None]:
+        """A mail that threads to a ticket (our Message-ID in its references, or the ticket's
+        token in the subject) belongs to that ticket, whichever ticket the conversation had open.
+        A closed ticket is reopened, or a new ticket is linked to it (tenant.closed_reply).
+        A draft in progress or a pending survey keeps the dialogue's own course."""
+        tid = inbound.attrs.get("thread_ticket_id", "")
+        ticket = loaded.get(tid) if tid and inbound.channel == "email" else None
+        if ticket is None or state.mode is not Mode.IDLE or state.pending_survey == tid:
+            return state, context, None
+        # A typed subject token proves nothing; a reply to our own mail, or the ticket's own
+        # citizen, does.
+        owner = inbound.sender == ticket.citizen or inbound.sender in ticket.addresses
+        if not owner and inbound.attrs.get("thread_source") != "references":
+            return state, context, None
+        if ticket.status in OPEN_STATUSES:
+            return replace(state, current_ticket=tid), context, _Thread(tid, reopen=False, link=False)
+        if self.tenant.closed_reply == "reopen":
+            reopened = replace(_summary(ticket), status=TicketStatus.ACCEPTED)
+            others = tuple(t for t in context.tickets if t.id != tid)
+            context = replace(context, tickets=(*others, reopened))
+            return replace(state, current_ticket=tid), context, _Thread(tid, reopen=True, link=False)
+        return replace(state, current_ticket=None), context, _Thread(tid, reopen=False, link=True)
+
+    @staticmethod
+    def _threaded_changes(tr: _Translation, thread: _Thread, actor: str) -> None:
+        supplemented = any(
+            isinstance(c, AddEvent) and c.ticket_id == thread.ticket_id and c.event.kind == "supplement"
+            for c in tr.changes
+        )
+        if thread.reopen and supplemented:
+            payload = {"reason": "the citizen replied to a closed ticket"}
+            tr.changes.insert(
+                0, SetStatus(thread.ticket_id, TicketStatus.ACCEPTED, actor, payload, strict=False)
+            )
+        if thread.link and tr.new_ticket is not None:
+            tr.changes.append(ExtendField(_STORE_PH, "links", (thread.ticket_id,)))
+            tr.changes.append(ExtendField(thread.ticket_id, "links", (_STORE_PH,)))
 
     # -- actions → store write -----------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from channels.email.fake import MailSink, start_sink
 from channels.email.simulator import citizen_mail, send_mail
 from gateway.components import Gateway
 from gateway.config import settings_from_mapping
+from store.model import TicketStatus
 from tests.channels.email_kit import HOTLINE
 from tests.channels.test_email_imap import append, flags
 from tests.dovecot import PASSWORD, USER, Dovecot
@@ -62,7 +63,11 @@ async def _until(cond: Callable[[], Any], seconds: float = 10.0) -> None:
 
 
 async def _start(
-    redis: aioredis.Redis, data_dir: Path, sink: MailSink, dovecot: Dovecot | None = None
+    redis: aioredis.Redis,
+    data_dir: Path,
+    sink: MailSink,
+    dovecot: Dovecot | None = None,
+    closed_reply: str = "reopen",
 ) -> Running:
     raw_email: dict[str, Any] = {
         "addresses": [HOTLINE],
@@ -75,7 +80,12 @@ async def _start(
              "password": PASSWORD, "poll_seconds": 0.3, "idle": False},
         ]  # fmt: skip
     settings = settings_from_mapping(
-        {"data_dir": str(data_dir), "smtp": {"port": 0}, "tenant": {"quiet_hours": ""}, "email": raw_email},
+        {
+            "data_dir": str(data_dir),
+            "smtp": {"port": 0},
+            "tenant": {"quiet_hours": "", "closed_reply": closed_reply},
+            "email": raw_email,
+        },
         env={},
     )
     gw = await Gateway.create(settings, redis, sandbox=False)
@@ -272,3 +282,73 @@ async def test_acknowledgements_rate_limited_per_sender(running: Running) -> Non
     answered = {str(m["In-Reply-To"]) for m in running.answers()}
     assert str(mails[5]["Message-ID"]) not in answered  # the sixth within the hour gets no answer
     assert str(mails[0]["Message-ID"]) in answered
+
+
+async def _file_and_close(running: Running) -> tuple[str, EmailMessage]:
+    """A citizen files a ticket by one complete mail; staff resolve and close it. Returns the id
+    and our acknowledgement (the mail the citizen will answer)."""
+    await running.mail(citizen_mail(mail_from=CITIZEN, to=HOTLINE, subject="路灯", text=FULL_REQUEST))
+    await _until(lambda: len(running.sink.received) >= 1)
+    [ticket_id] = await running.tickets()
+    store = running.gw.store
+    for status in (TicketStatus.ACCEPTED, TicketStatus.ASSIGNED, TicketStatus.RESOLVED, TicketStatus.CLOSED):
+        await store.change_status("default", ticket_id, status, actor="staff:test")
+    return ticket_id, running.answers()[0]
+
+
+def _reply_to(ours: EmailMessage, text: str) -> EmailMessage:
+    return citizen_mail(
+        mail_from=CITIZEN,
+        to=HOTLINE,
+        subject=f"Re: {ours['Subject']}",
+        text=text,
+        in_reply_to=str(ours["Message-ID"]),
+        references=[str(ours["Message-ID"])],
+    )
+
+
+async def test_a_reply_to_a_closed_ticket_reopens_it(running: Running) -> None:
+    ticket_id, ours = await _file_and_close(running)
+    await running.mail(_reply_to(ours, "路灯修好两天又坏了，还是不亮。"))
+    ticket = await running.gw.store.get_ticket("default", ticket_id)
+    assert ticket is not None and ticket.status == TicketStatus.ACCEPTED
+    assert await running.tickets() == [ticket_id]  # no second ticket
+    kinds = [
+        (e.kind, e.payload.get("to"), e.payload.get("text", ""))
+        for e in await running.gw.store.timeline("default", ticket_id)
+    ]
+    assert ("status", "accepted", "") in [(k, t, "") for k, t, _ in kinds if k == "status"]
+    assert any(k == "supplement" and "又坏了" in str(text) for k, _, text in kinds)
+
+
+async def test_a_reply_to_a_closed_ticket_files_a_linked_one_when_the_tenant_says_so(
+    redis_client: aioredis.Redis, data_dir: Path, sink: MailSink
+) -> None:
+    running = await _start(redis_client, data_dir, sink, closed_reply="new")
+    try:
+        old_id, ours = await _file_and_close(running)
+        await running.mail(_reply_to(ours, "东风路18号门口的路灯又坏了，晚上很黑。电话13812345678。"))
+        ids = await running.tickets()
+        [new_id] = [i for i in ids if i != old_id]
+        old = await running.gw.store.get_ticket("default", old_id)
+        new = await running.gw.store.get_ticket("default", new_id)
+        assert old is not None and new is not None
+        assert old.status == TicketStatus.CLOSED
+        assert new.links == (old_id,) and old.links == (new_id,)
+    finally:
+        await running.gw.close()
+
+
+async def test_a_subject_token_from_a_stranger_does_not_touch_the_ticket(running: Running) -> None:
+    ticket_id, _ = await _file_and_close(running)
+    stranger = citizen_mail(
+        mail_from="someone.else@example.net",
+        to=HOTLINE,
+        subject=f"[{ticket_id}] 关于这个工单",
+        text="我也想补充一下。",
+    )
+    await running.mail(stranger)
+    ticket = await running.gw.store.get_ticket("default", ticket_id)
+    assert ticket is not None and ticket.status == TicketStatus.CLOSED
+    events = await running.gw.store.timeline("default", ticket_id)
+    assert not any(e.kind == "supplement" for e in events)
