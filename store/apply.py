@@ -1,7 +1,8 @@
 """Build and run the one atomic write script (scripts/apply.lua) shared by turns and staff actions.
 
 A :class:`Write` collects everything one cause changes — a new ticket, ticket changes, outbox
-entries, timers, address facts, the conversation state and the idempotency mark — and
+entries, timers, address facts, tenant-level sorted-set and list ops, the conversation state and
+the idempotency mark — and
 :func:`run_write` applies it in ONE ``EVALSHA``: either all of it happens or none of it, and a
 version conflict, a replay or an illegal status move is reported before anything is written.
 
@@ -131,6 +132,11 @@ class Write:
     # ticket id -> (updated_at as stored, number of events) seen when the decision was taken: the
     # write fails with StaleTicket if either moved (the optimistic check of staff actions).
     guards: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Tenant-level ops not tied to a ticket (e.g. the hand-off queue and log):
+    # (key, member, score): ZADD NX (a member already there keeps its score); score None: ZREM.
+    zsets: list[tuple[str, str, float | None]] = field(default_factory=list)
+    # (key, item, cap, ttl): RPUSH the item, keep the last ``cap`` items, EXPIRE ttl when > 0.
+    lists: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +280,10 @@ def build_spec(w: Write, ids: TenantIds, now: float) -> tuple[list[str], list[st
             for a, others in w.links.items()
         ],
     }
+    if w.zsets:
+        spec["zsets"] = [[k, m, "" if score is None else repr(float(score))] for k, m, score in w.zsets]
+    if w.lists:
+        spec["lists"] = [[k, item, cap, ttl] for k, item, cap, ttl in w.lists]
     if w.new_ticket is not None:
         spec["create"] = _create_spec(w, ids, now, now_s)
         addresses = w.new_ticket.addresses

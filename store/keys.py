@@ -266,3 +266,20 @@ def email_ticket_refs(tenant: str, ticket_id: str) -> str:
     EMAIL_REFS_MAX (mail clients keep the tail of References too); TTL EMAIL_REFS_TTL, refreshed
     on each mail."""
     return f"{prefix(tenant)}:mailrefs:{_safe(ticket_id)}"
+
+
+HANDOFF_LOG_MAX = 50  # a hand-off log keeps the last this many entries
+
+
+def handoff_queue(tenant: str) -> str:
+    """ZSET citizen address -> unix time of the first request: citizens handed to a human and
+    waiting for staff (added by the conversation turn with ZADD NX, so re-asking keeps the
+    original time). No TTL: bounded by design, members leave when staff close the hand-off."""
+    return f"{prefix(tenant)}:handoffs"
+
+
+def handoff_log(tenant: str, address: str) -> str:
+    """LIST of JSON entries {at, reason, text, ticket_id, by}, oldest first: what a handed-over
+    citizen said and what staff answered. Capped at HANDOFF_LOG_MAX; TTL CONVERSATION_TTL,
+    refreshed on each entry."""
+    return f"{prefix(tenant)}:handofflog:{_safe(address)}"

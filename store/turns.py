@@ -68,6 +68,8 @@ class TurnWrite:
     address_state: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # address -> fields
     links: Mapping[str, Sequence[str]] = field(default_factory=dict)  # address -> other addresses
     actor: str = ""  # defaults to "citizen:<address>"
+    zsets: Sequence[tuple[str, str, float | None]] = ()  # store.apply.Write.zsets
+    lists: Sequence[tuple[str, str, int, int]] = ()  # store.apply.Write.lists
 
 
 class ApplyOutcome(enum.StrEnum):
@@ -164,6 +166,8 @@ class Turns:
             links=dict(tw.links),
             conversation=(tw.address, tw.expected_version, tw.new_state),
             idempotency=(tw.external_id, tw.stored_reply),
+            zsets=list(tw.zsets),
+            lists=list(tw.lists),
         )
         try:
             result = await self.store.apply(write)

@@ -263,4 +263,14 @@ for _, s in ipairs(spec.sadds or {}) do
   if #s[2] > 0 then redis.call('SADD', s[1], unpack(s[2])) end
   if s[3] > 0 then redis.call('EXPIRE', s[1], s[3]) end
 end
+-- Tenant-level ops not tied to a ticket: z = {key, member, score or '' for ZREM}, l = {key, item,
+-- cap, ttl}.
+for _, z in ipairs(spec.zsets or {}) do
+  if z[3] == '' then redis.call('ZREM', z[1], z[2]) else redis.call('ZADD', z[1], 'NX', z[3], z[2]) end
+end
+for _, l in ipairs(spec.lists or {}) do
+  redis.call('RPUSH', l[1], l[2])
+  if l[3] > 0 then redis.call('LTRIM', l[1], -l[3], -1) end
+  if l[4] > 0 then redis.call('EXPIRE', l[1], l[4]) end
+end
 return {'ok', ticket_id, spec.conv and tostring(spec.conv.expected + 1) or '', cjson.encode(skipped)}
