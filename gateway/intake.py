@@ -123,6 +123,8 @@ class _Translation:
     address_state: dict[str, dict[str, str]] = field(default_factory=dict)
     links: dict[str, list[str]] = field(default_factory=dict)
     replies: list[Reply] = field(default_factory=list)
+    zsets: list[tuple[str, str, float | None]] = field(default_factory=list)  # store.apply.Write.zsets
+    lists: list[tuple[str, str, int, int]] = field(default_factory=list)  # store.apply.Write.lists
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,8 @@ class Intake:
                 timers_cancel=tr.timers_cancel,
                 address_state=tr.address_state,
                 links=tr.links,
+                zsets=tr.zsets,
+                lists=tr.lists,
             )
         )
         if result.outcome is ApplyOutcome.CONFLICT:
@@ -433,6 +437,7 @@ class Intake:
                     if tid:
                         event = TicketEvent("handoff", actor, now, {"reason": reason, "text": text})
                         tr.changes.append(AddEvent(_swap(tid), event))
+                    self._handoff(tr, inbound, reason, _swap(tid) if tid else "", text, now)
                 case RecordConsent(opt_in=opt_in):
                     tr.address_state.setdefault(inbound.sender, {})["opted_out"] = "0" if opt_in else "1"
                 case LinkAddress(address=other):
@@ -444,6 +449,20 @@ class Intake:
             inbound.received_at.timestamp()
         )
         return tr
+
+    @staticmethod
+    def _handoff(tr: _Translation, inbound: Inbound, reason: str, tid: str, text: str, now: float) -> None:
+        """Put the citizen in front of staff: on the tenant's hand-off queue (ZADD NX: asking
+        again keeps the first request time) with their words in the hand-off log. The request
+        itself ("人工") carries no text of its own: the log keeps what they typed."""
+        tenant, address = inbound.tenant, inbound.sender
+        tr.zsets.append((keys.handoff_queue(tenant), address, now))
+        words = text or inbound.text or ""
+        entry = {"at": now, "by": "citizen", "reason": reason, "text": words, "ticket_id": tid}
+        item = json.dumps(entry, ensure_ascii=False)
+        tr.lists.append(
+            (keys.handoff_log(tenant, address), item, keys.HANDOFF_LOG_MAX, keys.CONVERSATION_TTL)
+        )
 
     def _rating(
         self, tr: _Translation, action: RecordRating, actor: str, now: float, ticket: Ticket | None

@@ -44,11 +44,16 @@ ACTIONS = (
     "callbacks.record",
     "supervision.list",
     "webhooks.manage",
+    "handoffs.list",
+    "handoffs.reply",
+    "handoffs.close",
 )
 
 _READ = {"tickets.list", "tickets.read", "tickets.attachment"}
 _UNIT_WORK = {"tickets.note", "tickets.reply", "tickets.request_info", "tickets.resolve"}
 _DISPATCH = {"tickets.accept", "tickets.reject", "tickets.assign", "tickets.reopen", "tickets.merge"}
+# Citizens waiting for a human (转人工): the dispatch desk answers them, supervisors watch.
+_HANDOFFS = {"handoffs.list", "handoffs.reply", "handoffs.close"}
 
 POLICY: Mapping[Role, frozenset[str]] = MappingProxyType(
     {
@@ -60,12 +65,13 @@ POLICY: Mapping[Role, frozenset[str]] = MappingProxyType(
             | {"tickets.create", "units.list", "units.queue", "stats.read"}
             | {"dead_letters.list", "dead_letters.retry", "callbacks.list", "callbacks.record"}
             | {"supervision.list"}
+            | _HANDOFFS
         ),
         Role.UNIT: frozenset(_READ | _UNIT_WORK | {"units.list", "units.queue"}),
         Role.SUPERVISOR: frozenset(
             _READ
             | {"tickets.note", "units.list", "units.queue", "stats.read", "supervision.list"}
-            | {"callbacks.list", "dead_letters.list"}
+            | {"callbacks.list", "dead_letters.list", "handoffs.list"}
         ),
         Role.GRIDWORKER: frozenset(_READ | {"tickets.create", "units.list"}),
         Role.VIEWER: frozenset({"stats.read"}),

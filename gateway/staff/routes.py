@@ -5,12 +5,13 @@ The router, the authorization matrix test and the OpenAPI document all read this
 
 from __future__ import annotations
 
-from gateway.staff import admin, offline, tickets_read, tickets_write, webhooks_out
+from gateway.staff import admin, handoffs, offline, tickets_read, tickets_write, webhooks_out
 from gateway.staff.errors import MAX_UPLOAD_BODY, Field
 from gateway.staff.routing import RouteSpec
 from gateway.staff.tickets_write import ASSIGN_BODY, NOTE, REASON, TEXT
 
 T = "/tickets/{ticket_id}"
+H = "/handoffs/{address}"  # the citizen's address, URL-encoded
 PAGE = tuple(f for f in tickets_read.LIST_QUERY if f.name not in ("unit",))
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -74,4 +75,13 @@ ROUTES: tuple[RouteSpec, ...] = (
               tags=("webhooks",)),
     RouteSpec("DELETE", "/webhooks/{webhook_id}", "deleteWebhook", "webhooks.manage",
               webhooks_out.delete_webhook, "Delete a subscription", tags=("webhooks",)),
+    RouteSpec("GET", "/handoffs", "listHandoffs", "handoffs.list", handoffs.list_handoffs,
+              "Citizens waiting for a human (转人工), longest-waiting first, with what they said",
+              query=handoffs.LIST_QUERY, tags=("handoffs",)),
+    RouteSpec("POST", H + "/reply", "replyToHandoff", "handoffs.reply", handoffs.reply,
+              "Answer a waiting citizen over their channel", body=handoffs.REPLY_BODY, tags=("handoffs",),
+              atomic=True),
+    RouteSpec("POST", H + "/close", "closeHandoff", "handoffs.close", handoffs.close,
+              "End the hand-off: the citizen leaves the queue and the bot answers again", body=(),
+              tags=("handoffs",), atomic=True),
 )  # fmt: skip

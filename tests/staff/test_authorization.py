@@ -43,6 +43,10 @@ EXPECTED: dict[str, set[str]] = {
     "listWebhooks": {"admin"},
     "createWebhook": {"admin"},
     "deleteWebhook": {"admin"},
+    # Citizens waiting for a human: the dispatch desk answers and closes, supervisors watch.
+    "listHandoffs": {"admin", "dispatcher", "supervisor"},
+    "replyToHandoff": DISPATCH,
+    "closeHandoff": DISPATCH,
 }
 
 BODIES: dict[str, dict[str, object]] = {
@@ -58,6 +62,7 @@ BODIES: dict[str, dict[str, object]] = {
     "renameUnit": {"name": "城市管理局"},
     "recordCallback": {"reached": False},
     "createWebhook": {"url": "https://gov.example.cn/hook"},
+    "replyToHandoff": {"text": "您好，请讲"},
 }
 
 
@@ -72,6 +77,7 @@ async def _path(api: Api, name: str, path: str, tid: str, other: str) -> str:
         .replace("{media_id}", "nosuchmedia")
         .replace("{entry_id}", "1-0")
         .replace("{webhook_id}", "whnone")
+        .replace("{address}", "wechat%3Awxsandbox000000000%3Ao_not_waiting")
     )
 
 
