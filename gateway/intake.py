@@ -234,6 +234,9 @@ class Intake:
             state, inbound, datetime.fromtimestamp(now, UTC), self.engine_settings, context
         )
         tr = self._translate(inbound, new_state, actions, now, loaded)
+        if state.mode is Mode.HANDED_TO_HUMAN and new_state.mode is not Mode.HANDED_TO_HUMAN:
+            # The citizen went back to the bot (继续): they no longer wait on the staff queue.
+            tr.zsets.append((keys.handoff_queue(inbound.tenant), inbound.sender, None))
         if thread is not None:
             self._threaded_changes(tr, thread, f"citizen:{inbound.sender}")
         tr.outbox += await self.webhooks.outbounds(

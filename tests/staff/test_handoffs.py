@@ -110,3 +110,13 @@ async def test_a_waiting_citizens_open_tickets_are_listed(api: Api) -> None:
     await intake.handle(msg)
     [item] = (await api.ok("dispatcher", "GET", "/handoffs"))["items"]
     assert item["address"] == tel and item["channel"] == "sms" and item["open_tickets"] == [tid]
+
+
+async def test_a_citizen_who_goes_back_to_the_bot_leaves_the_queue(api: Api) -> None:
+    intake = intake_for(api)
+    await intake.handle(says("路灯坏了，晚上很黑", "r1"))
+    await intake.handle(says("人工", "r2"))
+    assert await api.ctx.redis.zscore(keys.handoff_queue("default"), WX) is not None
+    await intake.handle(says("继续", "r3"))  # back to self-service
+    assert await api.ctx.redis.zscore(keys.handoff_queue("default"), WX) is None
+    assert (await api.ok("dispatcher", "GET", "/handoffs"))["items"] == []
