@@ -26,64 +26,44 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from datetime import time as dtime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import phonenumbers
 import redis.asyncio as aioredis
 
-from channels.base import Inbound, Outbound, tel_address
-from channels.sms.phone import PhoneError, to_e164
+from channels.base import Inbound, Outbound
 from conversation.actions import (
-    NEW_TICKET_ID,
-    Action,
-    AnswerStaffQuestion,
-    AppendSupplement,
-    CancelTimer,
-    CreateTicket,
-    HandToHuman,
-    LinkAddress,
-    RecordConsent,
-    RecordRating,
     Reply,
-    SetTimer,
 )
 from conversation.catalogue import Catalogue
 from conversation.commands import Command, parse_command
-from conversation.engine import TicketSummary, TurnContext, step, ticket_ids_mentioned
+from conversation.engine import TurnContext, step, ticket_ids_mentioned
 from conversation.settings import EngineSettings
 from conversation.state import ConversationState, Mode
 from gateway import metrics
 from gateway.config import TenantSettings
-from gateway.staff.survey import RatingEffects
 from gateway.staff.webhooks_out import TurnWebhooks
+from gateway.turn_actions import (
+    ENGINE_PH,
+    ENGINE_PH_JSON,
+    STORE_PH,
+    RatingPolicy,
+    Translation,
+    TurnActions,
+    summary,
+    swap,
+)
 from gateway.webhooks import IntakeOutcome
 from store import keys
-from store.apply import TICKET_ID_PLACEHOLDER, TimerSet
 from store.casestore import CaseStore
 from store.model import (
-    OPEN_STATUSES,
-    AddEvent,
-    ExtendField,
-    NewTicket,
-    SetStatus,
     Ticket,
-    TicketChange,
-    TicketEvent,
-    TicketStatus,
 )
 from store.ticketid import new_query_code
 from store.turns import ApplyOutcome, TurnRead, Turns, TurnWrite
 
 log = logging.getLogger(__name__)
 
-# The engine marks a ticket filed this turn with its own placeholder; the store substitutes its own.
-_ENGINE_PH = NEW_TICKET_ID
-_ENGINE_PH_JSON = json.dumps(NEW_TICKET_ID)[1:-1]  # as it appears inside the state's JSON
-_STORE_PH = TICKET_ID_PLACEHOLDER
 
 # Seconds kept in hand between "apply done" and the provider's own deadline, for the answer itself.
 INLINE_MARGIN_S = 0.05
@@ -102,38 +82,6 @@ INLINE_VARIANT = {"wechat": "text", "sms": "sms"}
 def _child(metric: Any, *labels: str) -> Any:
     """A metric's child for these label values, looked up once (labels() locks on every call)."""
     return metric.labels(*labels)
-
-
-def _swap(text: str) -> str:
-    return text.replace(_ENGINE_PH, _STORE_PH)
-
-
-RatingPolicy = Callable[[Ticket, int, str, str, float, bool], RatingEffects]
-
-
-@dataclass
-class _Translation:
-    """The store write one turn's actions amount to."""
-
-    new_ticket: NewTicket | None = None
-    changes: list[TicketChange] = field(default_factory=list)
-    outbox: list[Outbound] = field(default_factory=list)
-    timers_set: list[TimerSet] = field(default_factory=list)
-    timers_cancel: list[str] = field(default_factory=list)
-    address_state: dict[str, dict[str, str]] = field(default_factory=dict)
-    links: dict[str, list[str]] = field(default_factory=dict)
-    replies: list[Reply] = field(default_factory=list)
-    zsets: list[tuple[str, str, float | None]] = field(default_factory=list)  # store.apply.Write.zsets
-    lists: list[tuple[str, str, int, int]] = field(default_factory=list)  # store.apply.Write.lists
-
-
-@dataclass(frozen=True)
-class _Thread:
-    """The ticket a mail threads to, and what its reply does to it."""
-
-    ticket_id: str
-    reopen: bool
-    link: bool
 
 
 class Intake:
@@ -155,10 +103,9 @@ class Intake:
         self.engine_settings = engine_settings
         self.catalogue = catalogue
         self.tenant = tenant
-        self.rating_policy = rating_policy
+        self.actions = TurnActions(tenant, rating_policy)
         self.clock = clock
         self.wait_aof = wait_aof
-        self.zone = ZoneInfo(tenant.timezone)
         # Government systems subscribed to ticket events hear about citizen-side changes too.
         self.webhooks = TurnWebhooks(redis)
 
@@ -188,7 +135,7 @@ class Intake:
                 lock_ttl_ms=INFLIGHT_TTL_MS,
                 ticket_ids=asked,
                 recent_tickets=recent,
-                never=(_STORE_PH, _ENGINE_PH),
+                never=(STORE_PH, ENGINE_PH),
             )
             if read.stored_reply is not None:
                 metrics.dedupe_hits.labels(inbound.channel).inc()
@@ -229,16 +176,16 @@ class Intake:
         state = ConversationState.from_json(read.state)
         now = self.clock()
         context, loaded = await self._context(inbound, state, read.tickets, asked, status)
-        state, context, thread = self._thread(inbound, state, context, loaded)
+        state, context, thread = self.actions.thread(inbound, state, context, loaded)
         new_state, actions = step(
             state, inbound, datetime.fromtimestamp(now, UTC), self.engine_settings, context
         )
-        tr = self._translate(inbound, new_state, actions, now, loaded)
+        tr = self.actions.translate(inbound, new_state, actions, now, loaded)
         if state.mode is Mode.HANDED_TO_HUMAN and new_state.mode is not Mode.HANDED_TO_HUMAN:
             # The citizen went back to the bot (继续): they no longer wait on the staff queue.
             tr.zsets.append((keys.handoff_queue(inbound.tenant), inbound.sender, None))
         if thread is not None:
-            self._threaded_changes(tr, thread, f"citizen:{inbound.sender}")
+            self.actions.threaded_changes(tr, thread, f"citizen:{inbound.sender}")
         tr.outbox += await self.webhooks.outbounds(
             inbound.tenant,
             inbound.external_id,
@@ -263,7 +210,7 @@ class Intake:
                 tenant=inbound.tenant,
                 address=inbound.sender,
                 expected_version=version,
-                new_state=new_state.to_json().replace(_ENGINE_PH_JSON.encode(), _STORE_PH.encode()),
+                new_state=new_state.to_json().replace(ENGINE_PH_JSON.encode(), STORE_PH.encode()),
                 external_id=inbound.external_id,
                 stored_reply=stored_reply.encode(),
                 new_ticket=tr.new_ticket,
@@ -316,7 +263,7 @@ class Intake:
             wanted.append(state.pending_question.ticket_id)
         if state.comment_for:
             wanted.append(state.comment_for[0])
-        ids = [i for i in dict.fromkeys(wanted) if i and i != _STORE_PH and i != _ENGINE_PH]
+        ids = [i for i in dict.fromkeys(wanted) if i and i != STORE_PH and i != ENGINE_PH]
         code = new_query_code()
         if not ids:
             return TurnContext(new_query_code=code), {}
@@ -324,185 +271,17 @@ class Intake:
         if missing:
             read = {**read, **{t.id: t for t in await self.store.get_tickets(inbound.tenant, missing)}}
         tickets = [t for t in (read.get(i) for i in ids) if t is not None]
-        context = TurnContext(tickets=tuple(_summary(t) for t in tickets), new_query_code=code)
+        context = TurnContext(tickets=tuple(summary(t) for t in tickets), new_query_code=code)
         return context, {t.id: t for t in tickets}
-
-    # -- email threads ---------------------------------------------------------------------------
-
-    def _thread(
-        self, inbound: Inbound, state: ConversationState, context: TurnContext, loaded: dict[str, Ticket]
-    ) -> tuple[ConversationState, TurnContext, _Thread | None]:
-        """A mail that threads to a ticket (our Message-ID in its references, or the ticket's
-        token in the subject) belongs to that ticket, whichever ticket the conversation had open.
-        A closed ticket is reopened, or a new ticket is linked to it (tenant.closed_reply).
-        A draft in progress or a pending survey keeps the dialogue's own course."""
-        tid = inbound.attrs.get("thread_ticket_id", "")
-        ticket = loaded.get(tid) if tid and inbound.channel == "email" else None
-        if ticket is None or state.mode is not Mode.IDLE or state.pending_survey == tid:
-            return state, context, None
-        # A typed subject token proves nothing; a reply to our own mail, or the ticket's own
-        # citizen, does.
-        owner = inbound.sender == ticket.citizen or inbound.sender in ticket.addresses
-        if not owner and inbound.attrs.get("thread_source") != "references":
-            return state, context, None
-        if ticket.status in OPEN_STATUSES:
-            return replace(state, current_ticket=tid), context, _Thread(tid, reopen=False, link=False)
-        if self.tenant.closed_reply == "reopen":
-            reopened = replace(_summary(ticket), status=TicketStatus.ACCEPTED)
-            others = tuple(t for t in context.tickets if t.id != tid)
-            context = replace(context, tickets=(*others, reopened))
-            return replace(state, current_ticket=tid), context, _Thread(tid, reopen=True, link=False)
-        return replace(state, current_ticket=None), context, _Thread(tid, reopen=False, link=True)
-
-    @staticmethod
-    def _threaded_changes(tr: _Translation, thread: _Thread, actor: str) -> None:
-        supplemented = any(
-            isinstance(c, AddEvent) and c.ticket_id == thread.ticket_id and c.event.kind == "supplement"
-            for c in tr.changes
-        )
-        if thread.reopen and supplemented:
-            payload = {"reason": "the citizen replied to a closed ticket"}
-            tr.changes.insert(
-                0, SetStatus(thread.ticket_id, TicketStatus.ACCEPTED, actor, payload, strict=False)
-            )
-        if thread.link and tr.new_ticket is not None:
-            tr.changes.append(ExtendField(_STORE_PH, "links", (thread.ticket_id,)))
-            tr.changes.append(ExtendField(thread.ticket_id, "links", (_STORE_PH,)))
-
-    # -- actions → store write -----------------------------------------------------------------
-
-    def _translate(
-        self,
-        inbound: Inbound,
-        state: ConversationState,
-        actions: list[Action],
-        now: float,
-        loaded: dict[str, Ticket],
-    ) -> _Translation:
-        tr = _Translation()
-        actor = f"citizen:{inbound.sender}"
-        for action in actions:
-            match action:
-                case Reply():
-                    tr.replies.append(action)
-                case CreateTicket(fields=draft):
-                    addresses = [inbound.sender]
-                    mobile = _sms_address(draft.phone)
-                    if mobile:
-                        addresses.append(mobile)
-                    tr.new_ticket = NewTicket(
-                        channel=inbound.channel,
-                        citizen=inbound.sender,
-                        description=draft.description,
-                        addresses=tuple(dict.fromkeys(addresses)),
-                        intake_type="enterprise" if draft.intake_type == "enterprise" else "citizen",
-                        company=draft.company,
-                        credit_code=draft.credit_code,
-                        category=draft.category,
-                        location_text=draft.location,
-                        latitude=draft.latitude,
-                        longitude=draft.longitude,
-                        phone=draft.phone,
-                        name=draft.name,
-                        attachments=draft.attachments,
-                        entry_point=draft.entry_point or (inbound.entry_point or ""),
-                        reply_deadline=self._end_of_day(draft.reply_deadline)
-                        if draft.reply_deadline
-                        else None,
-                        language=draft.language,
-                        query_code=draft.query_code,
-                    )
-                case AppendSupplement(ticket_id=tid, text=text, media=media):
-                    tid = _swap(tid)
-                    if media:
-                        tr.changes.append(ExtendField(tid, "attachments", tuple(media)))
-                    payload: dict[str, Any] = {"text": text, "media": [m.media_id for m in media]}
-                    tr.changes.append(AddEvent(tid, TicketEvent("supplement", actor, now, payload)))
-                case AnswerStaffQuestion(ticket_id=tid, text=text, media=media):
-                    if media:
-                        tr.changes.append(ExtendField(tid, "attachments", tuple(media)))
-                    payload = {"text": text, "media": [m.media_id for m in media]}
-                    tr.changes.append(AddEvent(tid, TicketEvent("citizen_answer", actor, now, payload)))
-                case RecordRating():
-                    self._rating(tr, action, actor, now, loaded.get(action.ticket_id))
-                case SetTimer(name=name, due=due, payload=extra):
-                    body = {"kind": "conversation", "address": inbound.sender, "timer": name, **extra}
-                    tr.timers_set.append(
-                        TimerSet(
-                            self.timer_id(inbound.sender, name), due.timestamp(), _swap(json.dumps(body))
-                        )
-                    )
-                case CancelTimer(name=name):
-                    tr.timers_cancel.append(self.timer_id(inbound.sender, name))
-                case HandToHuman(reason=reason, ticket_id=tid, text=text):
-                    fields = {"handoff": reason, "handoff_at": repr(now)}
-                    tr.address_state.setdefault(inbound.sender, {}).update(fields)
-                    if tid:
-                        event = TicketEvent("handoff", actor, now, {"reason": reason, "text": text})
-                        tr.changes.append(AddEvent(_swap(tid), event))
-                    self._handoff(tr, inbound, reason, _swap(tid) if tid else "", text, now)
-                case RecordConsent(opt_in=opt_in):
-                    tr.address_state.setdefault(inbound.sender, {})["opted_out"] = "0" if opt_in else "1"
-                case LinkAddress(address=other):
-                    tr.links.setdefault(inbound.sender, []).append(other)
-                    tr.links.setdefault(other, []).append(inbound.sender)
-        # Every inbound refreshes what channels need to know about the address (WeChat's 48-hour
-        # customer-service window is counted from the citizen's last message).
-        tr.address_state.setdefault(inbound.sender, {})["last_inbound"] = repr(
-            inbound.received_at.timestamp()
-        )
-        return tr
-
-    @staticmethod
-    def _handoff(tr: _Translation, inbound: Inbound, reason: str, tid: str, text: str, now: float) -> None:
-        """Put the citizen in front of staff: on the tenant's hand-off queue (ZADD NX: asking
-        again keeps the first request time) with their words in the hand-off log. The request
-        itself ("人工") carries no text of its own: the log keeps what they typed."""
-        tenant, address = inbound.tenant, inbound.sender
-        tr.zsets.append((keys.handoff_queue(tenant), address, now))
-        words = text or inbound.text or ""
-        entry = {"at": now, "by": "citizen", "reason": reason, "text": words, "ticket_id": tid}
-        item = json.dumps(entry, ensure_ascii=False)
-        tr.lists.append(
-            (keys.handoff_log(tenant, address), item, keys.HANDOFF_LOG_MAX, keys.CONVERSATION_TTL)
-        )
-
-    def _rating(
-        self, tr: _Translation, action: RecordRating, actor: str, now: float, ticket: Ticket | None
-    ) -> None:
-        event = TicketEvent(
-            "rating", actor, now, {"rating": action.rating, "comment": action.comment, "amend": action.amend}
-        )
-        if self.rating_policy is None or ticket is None:
-            tr.changes.append(AddEvent(action.ticket_id, event))
-            return
-        try:
-            effects = self.rating_policy(ticket, action.rating, action.comment, actor, now, action.amend)
-        except ValueError:
-            # The ticket is not waiting for a rating (already rated, reopened meanwhile): keep it on file.
-            tr.changes.append(AddEvent(action.ticket_id, event))
-            return
-        tr.changes.extend(effects.changes)
-        tr.outbox.extend(effects.outbox)
-        tr.timers_cancel.extend(effects.timers_cancel)
-
-    @staticmethod
-    def timer_id(address: str, name: str) -> str:
-        return f"conv:{address}:{name}"
-
-    def _end_of_day(self, day: Any) -> float:
-        return datetime.combine(day, dtime(23, 59, 59), self.zone).timestamp()
 
     # -- replies ---------------------------------------------------------------------------------
 
     def _render_inline(self, channel: str, reply: Reply) -> str:
-        params = {k: _swap(v) for k, v in reply.params.items()}
+        params = {k: swap(v) for k, v in reply.params.items()}
         return self.catalogue.render(reply.key, params, reply.language, INLINE_VARIANT[channel])
 
-    def _reply_outbounds(
-        self, inbound: Inbound, tr: _Translation, state: ConversationState
-    ) -> list[Outbound]:
-        ticket_id = _STORE_PH if tr.new_ticket else (state.current_ticket or None)
+    def _reply_outbounds(self, inbound: Inbound, tr: Translation, state: ConversationState) -> list[Outbound]:
+        ticket_id = STORE_PH if tr.new_ticket else (state.current_ticket or None)
         attrs: dict[str, str] = {}
         if inbound.channel == "email":
             # Thread our answer under the citizen's mail (RFC 5322 §3.6.4).
@@ -520,7 +299,7 @@ class Intake:
             # Email is not chatty: what the engine says in one turn goes out as one mail, the
             # first reply's subject over all the parts (the renderer joins them).
             bundle = [
-                {"key": r.key, "params": {k: _swap(v) for k, v in r.params.items()}} for r in replies[1:]
+                {"key": r.key, "params": {k: swap(v) for k, v in r.params.items()}} for r in replies[1:]
             ]
             attrs = {**attrs, "bundle": json.dumps(bundle, ensure_ascii=False)}
             replies = replies[:1]
@@ -533,24 +312,13 @@ class Intake:
                     recipient=inbound.sender,
                     purpose=reply.purpose,
                     key=reply.key,
-                    params={k: _swap(v) for k, v in reply.params.items()},
-                    ticket_id=_swap(ticket_id) if ticket_id else None,
+                    params={k: swap(v) for k, v in reply.params.items()},
+                    ticket_id=swap(ticket_id) if ticket_id else None,
                     language=reply.language,
                     attrs=attrs,
                 )
             )
         return out
-
-
-def _summary(t: Ticket) -> TicketSummary:
-    return TicketSummary(
-        id=t.id,
-        status=t.status,
-        unit=t.unit,
-        query_code=t.query_code,
-        owners=tuple(t.addresses) or (t.citizen,),
-        updated_at=datetime.fromtimestamp(t.updated_at, UTC),
-    )
 
 
 def _stored_texts(stored: bytes) -> list[str]:
@@ -560,18 +328,3 @@ def _stored_texts(stored: bytes) -> list[str]:
         return []
     texts = data.get("inline") if isinstance(data, dict) else None
     return [str(t) for t in texts] if isinstance(texts, list) else []
-
-
-def _sms_address(phone: str) -> str | None:
-    """The ``tel:`` address of a contact phone that can receive SMS (mobiles only), so status
-    pushes can fall back to it; None for landlines and anything unparseable."""
-    if not phone:
-        return None
-    try:
-        e164 = to_e164(phone)
-    except PhoneError:
-        return None
-    kind = phonenumbers.number_type(phonenumbers.parse(e164))
-    if kind not in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
-        return None
-    return tel_address(e164)
