@@ -27,15 +27,14 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import textwrap  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import urlencode  # noqa: E402
 
 import aiohttp  # noqa: E402
 
+from bench.common import percentile, start_hello  # noqa: E402
 from channels.sms.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SANDBOX_NUMBER  # noqa: E402
 from channels.sms.simulator import sign, twilio_form  # noqa: E402
 from gateway.testing import start_serve  # noqa: E402
@@ -43,19 +42,6 @@ from gateway.valkey_server import free_port  # noqa: E402
 
 PATH = "/sms/twilio"
 REPORTS = ("人民路{n}号路灯不亮三天了", "幸福家园小区{n}栋门口垃圾没人清理", "睢城街道{n}号井盖缺失")
-HELLO = textwrap.dedent(
-    """
-    import sys
-    from aiohttp import web
-
-    async def hello(request):
-        return web.Response(text="Hello, world")
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", hello)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-    """
-)
 
 Request = tuple[bytes, str]  # (form body, X-Twilio-Signature)
 
@@ -106,11 +92,6 @@ async def drive(target: str, plan: list[list[Request]], seconds: float) -> tuple
     return len(latencies), latencies, failures
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
 async def measure(
     target: str, plan: list[list[Request]], warm: list[list[Request]], seconds: float
 ) -> tuple[float, float, float, int]:
@@ -119,18 +100,6 @@ async def measure(
     count, latencies, failures = await drive(target, plan, seconds)
     elapsed = time.perf_counter() - started
     return count / elapsed, percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3, failures
-
-
-def wait_port(port: int, within_s: float = 10.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def main() -> None:
@@ -151,9 +120,8 @@ def main() -> None:
         }
         serve = start_serve(Path(tmp) / "data", config, extra_args=("--sandbox",))
         hello_port = free_port()
-        hello = subprocess.Popen([sys.executable, "-c", HELLO, str(hello_port)])
+        hello = start_hello(hello_port)
         try:
-            wait_port(hello_port)
             warm = prepare(public, args.senders, 20)
             plan = prepare(public, args.senders, per_sender)
             base_warm = prepare(f"http://127.0.0.1:{hello_port}", args.senders, 20)

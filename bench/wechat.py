@@ -33,10 +33,7 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import textwrap  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -44,6 +41,7 @@ from urllib.parse import urlencode  # noqa: E402
 
 import aiohttp  # noqa: E402
 
+from bench.common import percentile, start_hello  # noqa: E402
 from channels.wechat.settings import Account, sandbox_settings  # noqa: E402
 from channels.wechat.simulator import WeChatSimulator  # noqa: E402
 from gateway.testing import start_serve  # noqa: E402
@@ -56,19 +54,6 @@ FOLLOW_UPS = (
     "附近老人孩子多，麻烦尽快处理",
     "请问大概什么时候能有人来看看",
     "谢谢，辛苦了",
-)
-HELLO = textwrap.dedent(
-    """
-    import sys
-    from aiohttp import web
-
-    async def hello(request):
-        return web.Response(text="Hello, world")
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", hello)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-    """
 )
 
 Push = tuple[str, bytes]  # (query string, body)
@@ -140,11 +125,6 @@ async def drive(url: str, plan: list[list[Push]], seconds: float) -> Tally:
     return tally
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
 @dataclass
 class Figures:
     rate: float
@@ -160,16 +140,6 @@ async def measure(url: str, warm: list[list[Push]], plan: list[list[Push]], seco
     elapsed = time.perf_counter() - started
     lat = tally.latencies
     return Figures(len(lat) / elapsed, percentile(lat, 0.5) * 1e3, percentile(lat, 0.99) * 1e3, tally)
-
-
-def wait_port(port: int, within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def report(name: str, f: Figures) -> None:
@@ -200,7 +170,7 @@ def main() -> None:
         }
         serve = start_serve(Path(tmp) / "data", config, extra_args=("--sandbox",))
         hello_port = free_port()
-        hello = subprocess.Popen([sys.executable, "-c", HELLO, str(hello_port)])
+        hello = start_hello(hello_port)
         try:
             url = public + account.path
             sim = WeChatSimulator(
@@ -215,7 +185,6 @@ def main() -> None:
             plain = planner.plan("p", args.citizens, per_citizen, "plaintext")
             safe_warm = planner.plan("v", args.citizens, 12, "safe")
             safe = planner.plan("s", args.citizens, int(per_citizen * safe_seconds / args.seconds), "safe")
-            wait_port(hello_port)
             plain_f = asyncio.run(measure(url, warm, plain, args.seconds))
             safe_f = asyncio.run(measure(url, safe_warm, safe, safe_seconds))
             hello_url = f"http://127.0.0.1:{hello_port}{account.path}"
